@@ -1,1 +1,58 @@
-fn main() {}
+//! `rborg`: a native Rust implementation of BorgBackup 1.2 and a borgmatic-style orchestrator.
+//!
+//! The binary has two personalities:
+//! - called by a name starting with `borg` (a symlink `borg -> rborg`, or `borg.exe` in borg's test
+//!   suite), or as `rborg borg ARGS`, it is the borg 1.2 command line;
+//! - otherwise it is rborg's own command line (`rborg benchmark ...`, and later the orchestrator).
+//!
+//! This crate only parses, wires and prints; the work is done by the library crates.
+
+mod benchmark;
+mod borg;
+mod output;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// rborg: BorgBackup 1.2 compatible backups, natively and on every core.
+#[derive(Debug, Parser)]
+#[command(name = "rborg", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the borg 1.2 compatible command line (`rborg borg init ...` is `borg init ...`).
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Borg {
+        /// Arguments exactly as borg takes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<OsString>,
+    },
+    /// Measure the speed of rborg's building blocks.
+    #[command(subcommand)]
+    Benchmark(benchmark::BenchmarkCommand),
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if invoked_as.starts_with("borg") {
+        args.remove(0);
+        return borg::main(args);
+    }
+    let cli = Cli::parse_from(args);
+    match cli.command {
+        Command::Borg { args } => borg::main(args),
+        Command::Benchmark(cmd) => output::exit_with(benchmark::run(cmd)),
+    }
+}

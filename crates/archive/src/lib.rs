@@ -1,0 +1,26 @@
+//! The archive layer of rborg: what borg 1.2 keeps *in* a repository above the object store.
+//!
+//! * [`manifest`]: the manifest object (ID all zeros), its TAM and the archive list
+//!   (borg's `helpers/manifest.py`, `internals/data-structures.rst` "The manifest").
+//! * [`security`]: the client-side security database that detects a relocated, swapped or
+//!   replayed repository (borg's `cache.SecurityManager`).
+//! * [`keys`]: finding and unlocking the key of a repository in each of the seven modes.
+//! * [`init`]: creating a repository with its key and an empty manifest (`borg init`).
+//!
+//! Every module works on `&mut dyn Repository`, so a local and a remote repository are used the
+//! same way.
+
+pub mod archive;
+pub mod cache;
+pub mod error;
+pub mod format;
+pub mod init;
+pub mod item;
+pub mod keys;
+pub mod manifest;
+pub mod security;
+
+pub use archive::{ArchiveMeta, ContentReader, ItemIter, ReadError};
+pub use error::{Error, Result};
+pub use item::{ChunkListEntry, Item, ItemUnpacker};
+pub use manifest::{ArchiveEntry, Manifest, MANIFEST_ID};

@@ -1,0 +1,125 @@
+//! `borg check`: verify the repository's segments and index (`--repository-only`), with
+//! `--repair` rebuilding what can be rebuilt.
+
+use clap::Args;
+
+use super::common::{
+    yes_with, CmdError, CmdResult, Context, EXIT_ERROR, EXIT_SUCCESS, EXIT_WARNING,
+};
+use super::open::{location, open_repository, LockMode};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// only perform repository checks
+    #[arg(long = "repository-only")]
+    repo_only: bool,
+    /// only perform archives checks
+    #[arg(long = "archives-only")]
+    archives_only: bool,
+    /// perform cryptographic archive data integrity verification (conflicts with ``--repository-only``)
+    #[arg(long = "verify-data")]
+    verify_data: bool,
+    /// attempt to repair any inconsistencies found
+    #[arg(long)]
+    repair: bool,
+    /// work slower, but using less space
+    #[arg(long = "save-space")]
+    save_space: bool,
+    /// do only a partial repo check for max. SECONDS seconds (Default: unlimited)
+    #[arg(long = "max-duration", value_name = "SECONDS", default_value_t = 0)]
+    max_duration: u64,
+    /// only consider archive names starting with this prefix.
+    #[arg(short = 'P', long, value_name = "PREFIX")]
+    prefix: Option<String>,
+    /// only consider archive names matching the glob.
+    #[arg(short = 'a', long = "glob-archives", value_name = "GLOB")]
+    glob_archives: Option<String>,
+    /// Comma-separated list of sorting keys
+    #[arg(long = "sort-by", value_name = "KEYS")]
+    sort_by: Option<String>,
+    /// consider first N archives after other filters were applied
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    first: u64,
+    /// consider last N archives after other filters were applied
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    last: u64,
+    /// repository or archive to check consistency of
+    #[arg(value_name = "REPOSITORY_OR_ARCHIVE")]
+    location: Option<String>,
+}
+
+pub fn run(ctx: &mut Context, args: CheckArgs) -> CmdResult {
+    if args.repair {
+        let question = "This is a potentially dangerous function.\n\
+                        check --repair might lead to data loss (for kinds of corruption it is not\n\
+                        capable of dealing with). BE VERY CAREFUL!\n\n\
+                        Type 'YES' if you understand this and want to continue: ";
+        if !yes_with(question, "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", &["YES"]) {
+            eprintln!("Aborting.");
+            return Ok(EXIT_ERROR);
+        }
+    }
+    let archive_filters = args.verify_data
+        || args.first > 0
+        || args.last > 0
+        || args.prefix.is_some()
+        || args.glob_archives.is_some();
+    if args.repo_only && archive_filters {
+        ctx.log.error(
+            "--repository-only contradicts --first, --last, --glob-archives, --prefix and --verify-data arguments.",
+        );
+        return Ok(EXIT_ERROR);
+    }
+    if args.repair && args.max_duration > 0 {
+        ctx.log
+            .error("--repair does not allow --max-duration argument.");
+        return Ok(EXIT_ERROR);
+    }
+    if args.max_duration > 0 && !args.repo_only {
+        ctx.log
+            .error("--repository-only is required for --max-duration support.");
+        return Ok(EXIT_ERROR);
+    }
+    let _ = (args.save_space, &args.sort_by);
+    if !args.repo_only {
+        return Err(CmdError::new(
+            "archive checks are not supported by this rborg version yet: use --repository-only \
+             (real borg can run the archive checks on the same repository)",
+        ));
+    }
+    let loc = location(args.location.as_deref())?;
+    let mut repository = open_repository(ctx, &loc, LockMode::Exclusive)?;
+    ctx.log.info("Starting repository check");
+    let partial = args.max_duration > 0;
+    let report = if partial {
+        repository.check_partial(std::time::Duration::from_secs(args.max_duration))?
+    } else {
+        repository.check_report(args.repair)?
+    };
+    let mode = if partial { "partial" } else { "full" };
+    for e in &report.errors {
+        ctx.log.error(e);
+    }
+    for w in &report.warnings {
+        ctx.log.warning(w);
+    }
+    let found_errors = !report.errors.is_empty();
+    if found_errors && args.repair {
+        ctx.log.info(&format!(
+            "Finished {mode} repository check, errors found and repaired."
+        ));
+    } else if found_errors {
+        ctx.log
+            .error(&format!("Finished {mode} repository check, errors found."));
+    } else {
+        ctx.log.info(&format!(
+            "Finished {mode} repository check, no problems found."
+        ));
+    }
+    repository.close()?;
+    Ok(if report.ok {
+        EXIT_SUCCESS
+    } else {
+        EXIT_WARNING
+    })
+}
