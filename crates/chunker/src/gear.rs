@@ -4,6 +4,10 @@
 //! `avg_exp - 1` after it. The gear tables are XOR-ed with the 32-bit chunk seed repeated into
 //! both halves of a `u64` (`seed64 = (s << 32) | s`, `s = chunk_seed as u32`); seed 0 gives the
 //! crate's stock tables.
+//!
+//! The scan is the crate's loop rewritten for speed (same cut points, see [`scan_bytes`]):
+//! the one-byte form of the hash, four independent chains per block of data, and pre-shifted
+//! tables so that each byte costs one load-and-add and one test-and-branch.
 
 use crate::buzhash::Cut;
 use crate::params::FastCdcParams;
@@ -18,7 +22,8 @@ pub(crate) struct GearEngine {
     mask_l: u64,
     gear: Box<[u64; 256]>,
     shifted: Box<Shifted>,
-    /// `(next pair index, hash)` of a partially scanned chunk (only once `avg` bytes were seen).
+    /// `(next pair index, hash)` of a partially scanned chunk (streaming, once more than `min`
+    /// bytes were buffered).
     resume: Option<(usize, u64)>,
 }
 
@@ -88,9 +93,7 @@ impl GearEngine {
     }
 
     /// Same result as `fastcdc::v2020::cut_gear(d, min, avg, max, ...)` (checked against the
-    /// crate in tests/api.rs), but evaluates four byte pairs per step: the hash after each of
-    /// the 8 bytes is `h * 4^k + (terms independent of h)`, so the serial dependency per 8 bytes
-    /// is one shift and one add.
+    /// crate in tests/api.rs), computed by [`scan_bytes`].
     fn cut(&self, d: &[u8]) -> usize {
         let mut remaining = d.len();
         if remaining <= self.min {
@@ -170,19 +173,25 @@ const MIN_SEG: usize = 4 * WINDOW;
 /// [`WINDOW`] bytes before it to start from the exact `H`: four independent dependency chains
 /// instead of one serial chain, same results.
 fn scan_bytes(r: &[u8], mut h: u64, mask: u64, g: &[u64; 256], t: &Shifted) -> Result<u64, usize> {
-    let mut blocks = r.chunks_exact(4 * SEG);
+    // A match is expected about every `2^bits` bytes. Keep blocks at most 1/8 of that, so the
+    // work done past a match (the rest of its block, plus redoing part of it one chain at a
+    // time) stays small when chunks are small.
+    let seg = ((1usize << mask.count_ones()) / 32).min(SEG) / GROUP * GROUP;
     let mut done = 0;
-    for block in &mut blocks {
-        h = scan_block(block, SEG, h, mask, g, t).map_err(|p| done + p)?;
-        done += block.len();
-    }
-    let tail = blocks.remainder();
-    let seg = tail.len() / 4 / GROUP * GROUP;
     if seg >= MIN_SEG {
-        h = scan_block(&tail[..4 * seg], seg, h, mask, g, t).map_err(|p| done + p)?;
-        done += 4 * seg;
+        let mut blocks = r.chunks_exact(4 * seg);
+        for block in &mut blocks {
+            h = scan_block(block, seg, h, mask, g, t).map_err(|p| done + p)?;
+            done += block.len();
+        }
+        let tail = blocks.remainder();
+        let seg = tail.len() / 4 / GROUP * GROUP;
+        if seg >= MIN_SEG {
+            h = scan_block(&tail[..4 * seg], seg, h, mask, g, t).map_err(|p| done + p)?;
+            done += 4 * seg;
+        }
     }
-    scan_serial(&r[done..], h, mask, g).map_err(|p| done + p)
+    scan_serial(&r[done..], h, mask, g, t).map_err(|p| done + p)
 }
 
 /// Bytes per group in [`scan_block`].
@@ -284,18 +293,115 @@ fn scan_block(
     let mut last = hs[3];
     for (k, &hk) in hs.iter().enumerate() {
         let start = k * seg + q * GROUP;
-        last = scan_serial(&b[start..(k + 1) * seg], hk, mask, g).map_err(|p| start + p)?;
+        last = scan_serial(&b[start..(k + 1) * seg], hk, mask, g, t).map_err(|p| start + p)?;
     }
     Ok(last)
 }
 
-/// One chain, for short ranges and to finish segments after a match in [`scan_block`].
-fn scan_serial(r: &[u8], mut h: u64, mask: u64, g: &[u64; 256]) -> Result<u64, usize> {
-    for (p, &b) in r.iter().enumerate() {
+/// One chain, for short ranges and to finish segments after a match in [`scan_block`]. Uses
+/// the same pre-shifted accumulator as [`scan_block`]: its serial dependency is one add per
+/// byte (plus one shift per group) instead of a shift and an add.
+fn scan_serial(r: &[u8], mut h: u64, mask: u64, g: &[u64; 256], t: &Shifted) -> Result<u64, usize> {
+    let ms: [u64; GROUP] = std::array::from_fn(|s| mask << s);
+    let mut groups = r.chunks_exact(GROUP);
+    for (q, c) in (&mut groups).enumerate() {
+        let mut a = h << GROUP;
+        for i in 0..GROUP {
+            let s = GROUP - 1 - i;
+            a = a.wrapping_add(t[s][usize::from(c[i])]);
+            if a & ms[s] == 0 {
+                return Err(q * GROUP + i);
+            }
+        }
+        h = a;
+    }
+    let done = r.len() - groups.remainder().len();
+    for (p, &b) in groups.remainder().iter().enumerate() {
         h = roll(h, b, g);
         if h & mask == 0 {
-            return Err(p);
+            return Err(done + p);
         }
     }
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The crate's rolling loop, one byte at a time.
+    fn naive(r: &[u8], mut h: u64, mask: u64, g: &[u64; 256]) -> Result<u64, usize> {
+        for (p, &b) in r.iter().enumerate() {
+            h = roll(h, b, g);
+            if h & mask == 0 {
+                return Err(p);
+            }
+        }
+        Ok(h)
+    }
+
+    fn bytes(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 56) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pair_tables_are_one_shift_apart() {
+        // scan_pairs relies on gear_ls == gear << 1 (also with a seed).
+        for seed in [0, 1, -1, 123_456_789] {
+            let (g, gl) = get_gear_with_seed(gear_seed(seed));
+            assert!(g.iter().zip(gl.iter()).all(|(&a, &b)| a << 1 == b));
+        }
+    }
+
+    #[test]
+    fn block_scan_equals_naive_scan() {
+        let (g, _) = get_gear_with_seed(gear_seed(-42));
+        let t = shifted_tables(&g);
+        let data = bytes(3 << 20, 7);
+        // Sparse masks use the four-chain blocks, dense ones the single chain; resume the scan
+        // after each match like the chunker does.
+        for bits in [5, 9, 11, 13, 15, 17] {
+            let mask = MASKS[bits];
+            let (mut pos, mut h, mut matches) = (0, 0x1234_5678_9abc_def0u64, 0);
+            while pos < data.len() {
+                let r = &data[pos..];
+                let want = naive(r, h, mask, &g);
+                assert_eq!(scan_bytes(r, h, mask, &g, &t), want, "bits {bits} at {pos}");
+                match want {
+                    Ok(_) => break,
+                    Err(p) => {
+                        matches += 1;
+                        h = r[..=p].iter().fold(h, |h, &b| roll(h, b, &g));
+                        pos += p + 1;
+                    }
+                }
+            }
+            assert!(matches > 10, "bits {bits}: {matches} matches");
+        }
+    }
+
+    #[test]
+    fn block_matches_in_every_chain_resolve_to_the_first() {
+        let (g, _) = get_gear_with_seed(0);
+        let t = shifted_tables(&g);
+        let data = bytes(4 * 512, 99);
+        // Frequent matches (5 mask bits): every chain matches somewhere in each block.
+        for start in (0..512).step_by(8) {
+            for seg in [64, 128, 256, 384] {
+                let b = &data[start..start + 4 * seg];
+                let want = naive(b, 77, MASKS[5], &g);
+                assert_eq!(scan_block(b, seg, 77, MASKS[5], &g, &t), want);
+                // and a mask that rarely matches: all chains run to the end
+                let want = naive(b, 77, MASKS[20], &g);
+                assert_eq!(scan_block(b, seg, 77, MASKS[20], &g, &t), want);
+            }
+        }
+    }
 }

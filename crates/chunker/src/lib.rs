@@ -428,8 +428,10 @@ impl<R: Read> Chunks<'_, R> {
         if self.eof {
             return Ok(());
         }
-        // Read in pieces that stay cache-resident until they are hashed; compact (move the
-        // partial chunk to the front) only when the tail has no room for a full piece.
+        // Read in pieces that stay cache-resident until they are hashed. Compact (move the
+        // partial chunk to the front) when the tail has no room for a full piece, and also
+        // whenever the partial chunk is at most one piece (right after a cut): that moves few
+        // bytes and keeps the buffer's working area at the front.
         let cap = self.chunker.buf.len();
         let piece = READ_PIECE.min(cap / 2);
         if self.start > 0 && (cap - self.end < piece || self.end - self.start <= piece) {
