@@ -9,6 +9,9 @@ import time
 
 from borg.crypto.file_integrity import IntegrityCheckedFile
 from borg.hashindex import NSIndex
+from borg.logger import setup_logging
+
+setup_logging(level="error")
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
