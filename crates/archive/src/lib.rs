@@ -12,12 +12,17 @@
 
 pub mod archive;
 pub mod cache;
+pub mod delete;
 pub mod error;
+pub mod extract;
 pub mod format;
+pub mod info;
 pub mod init;
 pub mod item;
 pub mod keys;
 pub mod manifest;
+pub mod patterns;
+pub mod refcount;
 pub mod security;
 
 pub use archive::{ArchiveMeta, ContentReader, ItemIter, ReadError};

@@ -54,7 +54,8 @@ fn chunker(args: ChunkerArgs) -> anyhow::Result<u8> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for path in &args.files {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let started = Instant::now();
         let (mut count, mut bytes) = (0u64, 0u64);
         let mut record = |offset: u64, len: usize| -> std::io::Result<()> {
@@ -71,15 +72,23 @@ fn chunker(args: ChunkerArgs) -> anyhow::Result<u8> {
                 record(chunk.offset, chunk.len)?;
             }
         } else {
-            let mut chunks =
-                chunker.chunkify_file(&file, false).with_context(|| format!("cannot read {}", path.display()))?;
-            while let Some(chunk) = chunks.next_chunk().with_context(|| format!("cannot read {}", path.display()))? {
+            let mut chunks = chunker
+                .chunkify_file(&file, false)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            while let Some(chunk) = chunks
+                .next_chunk()
+                .with_context(|| format!("cannot read {}", path.display()))?
+            {
                 record(chunk.offset, chunk.len)?;
             }
         }
         let seconds = started.elapsed().as_secs_f64();
         if !args.list {
-            let mb_per_s = if seconds > 0.0 { bytes as f64 / 1e6 / seconds } else { f64::INFINITY };
+            let mb_per_s = if seconds > 0.0 {
+                bytes as f64 / 1e6 / seconds
+            } else {
+                f64::INFINITY
+            };
             let how = if args.mmap { "mmap" } else { "read" };
             writeln!(
                 out,

@@ -9,11 +9,15 @@ mod common;
 mod compact;
 mod config;
 mod debug;
+mod delete;
+mod extract;
+mod info;
 mod init;
 mod key;
 mod list;
 mod locks;
 mod open;
+mod rename;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -52,6 +56,14 @@ enum BorgCommand {
     WithLock(locks::WithLockArgs),
     /// List archive or repository contents
     List(list::ListArgs),
+    /// Extract archive contents
+    Extract(extract::ExtractArgs),
+    /// Delete an existing repository or archives
+    Delete(delete::DeleteArgs),
+    /// Rename an existing archive
+    Rename(rename::RenameArgs),
+    /// Show archive details such as disk space used
+    Info(info::InfoArgs),
     /// Manage a keyfile or repokey of a repository
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -88,6 +100,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         BorgCommand::Config(a) => config::run(&mut ctx, a),
         BorgCommand::WithLock(a) => locks::with_lock(&mut ctx, a),
         BorgCommand::List(a) => list::run(&mut ctx, a),
+        BorgCommand::Extract(a) => extract::run(&mut ctx, a),
+        BorgCommand::Delete(a) => delete::run(&mut ctx, a),
+        BorgCommand::Rename(a) => rename::run(&mut ctx, a),
+        BorgCommand::Info(a) => info::run(&mut ctx, a),
         BorgCommand::Key(c) => key::run(&mut ctx, c),
         BorgCommand::Debug(c) => debug::run(&mut ctx, c),
     };

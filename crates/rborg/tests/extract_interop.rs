@@ -1,0 +1,661 @@
+//! `rborg borg extract`, `delete` and `rename` against borg 1.2.4 on repositories borg made
+//! (modes none, repokey, keyfile-blake2) from a freshly generated tree with every file type.
+//!
+//! * extract: the tree `rborg borg extract` writes equals the one `borg extract` writes:
+//!   content hashes, type, mode, owner, size, atime/mtime in ns, symlink targets, xattrs and
+//!   hard link groups, POSIX ACLs (compared as a snapshot taken by `/usr/bin/python3`), also for a partial
+//!   extraction with patterns, `--strip-components` and `--sparse`; `--stdout` bytes and
+//!   `--dry-run` exit codes agree; a missing content chunk fails both with exit code 2.
+//! * delete: `--stats` prints borg's numbers; after deleting the same archives with borg and with rborg on copies of one
+//!   repository, `borg check --verify-data` passes on both, `borg list` agrees and both hold the
+//!   same set of object IDs (the manifest aside), before and after `borg compact`.
+//! * info: `rborg borg info` prints exactly what `borg info` prints (archive, filtered archives,
+//!   repository, text and `--json`; before and after a rename).
+//! * rename: borg lists, checks and extracts the renamed archive identically.
+//! * delete REPO: refused without confirmation, destroys with `BORG_DELETE_I_KNOW_WHAT_I_AM_DOING`.
+//!
+//! These tests need `/usr/bin/borg`. Without it they print a notice and pass, unless
+//! `RBORG_REQUIRE_BORG=1` (CI sets it), in which case they fail.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const PASSPHRASE: &str = "extract-test-pw";
+
+fn borg_available() -> bool {
+    let present = Path::new("/usr/bin/borg").exists() && Path::new("/usr/bin/python3").exists();
+    if !present {
+        assert!(
+            std::env::var("RBORG_REQUIRE_BORG").as_deref() != Ok("1"),
+            "RBORG_REQUIRE_BORG=1 but /usr/bin/borg is missing"
+        );
+        eprintln!("borg is not installed: skipping the extract interop test");
+    }
+    present
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn command(cwd: &Path, home: &Path, program: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("BORG_BASE_DIR", home)
+        .env("BORG_PASSPHRASE", PASSPHRASE)
+        .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
+        .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
+        .env("LANG", "C.UTF-8")
+        .env("LC_ALL", "C.UTF-8")
+        .env_remove("BORG_REPO")
+        .env_remove("BORG_KEYS_DIR")
+        .env_remove("BORG_DELETE_I_KNOW_WHAT_I_AM_DOING")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn borg(cwd: &Path, home: &Path, args: &[&str]) -> Output {
+    command(cwd, home, "/usr/bin/borg", args).output().unwrap()
+}
+
+fn rborg(cwd: &Path, home: &Path, args: &[&str]) -> Output {
+    let mut full = vec!["borg"];
+    full.extend_from_slice(args);
+    command(cwd, home, env!("CARGO_BIN_EXE_rborg"), &full)
+        .output()
+        .unwrap()
+}
+
+#[track_caller]
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: rc {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A small xorshift PRNG, seeded per run so every run tests fresh content.
+struct Rng(u64);
+
+impl Rng {
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                (self.0 >> 32) as u8
+            })
+            .collect()
+    }
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let status = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import os,sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode(), follow_symlinks=False)",
+        ])
+        .arg(path)
+        .arg(name)
+        .arg(std::str::from_utf8(value).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn set_times(path: &Path, atime_ns: i64, mtime_ns: i64) {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let ts = |ns: i64| TimeSpec::new(ns / 1_000_000_000, ns % 1_000_000_000);
+    utimensat(
+        None,
+        path,
+        &ts(atime_ns),
+        &ts(mtime_ns),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+}
+
+/// Builds the source tree with every file type borg archives.
+fn make_tree(dir: &Path, seed: u64) -> PathBuf {
+    let mut rng = Rng(seed | 1);
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("dir/sub/deeper")).unwrap();
+    std::fs::create_dir_all(src.join("private")).unwrap();
+    std::fs::write(src.join("small.txt"), b"hello borg\n").unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    std::fs::write(src.join("big.bin"), rng.bytes(5_000_000)).unwrap();
+    std::fs::write(src.join("dir/sub/deeper/mid.bin"), rng.bytes(700_000)).unwrap();
+    std::fs::write(src.join("dir/sub/ünïcødé 名前 ✓.txt"), "unicode\n").unwrap();
+    // sparse: a hole, data, a hole (as sparse on disk as the file system allows)
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(src.join("sparse.img")).unwrap();
+        f.seek(SeekFrom::Start(9 << 20)).unwrap();
+        f.write_all(&rng.bytes(1000)).unwrap();
+        f.set_len(20 << 20).unwrap();
+    }
+    std::fs::write(src.join("zeros.bin"), vec![0u8; 3 << 20]).unwrap();
+    // hard links: a group of three in different directories, and one of two
+    std::fs::write(src.join("hl-a"), rng.bytes(100_000)).unwrap();
+    std::fs::hard_link(src.join("hl-a"), src.join("dir/hl-b")).unwrap();
+    std::fs::hard_link(src.join("hl-a"), src.join("dir/sub/hl-c")).unwrap();
+    std::fs::write(src.join("dir/pair-1"), b"pair").unwrap();
+    std::fs::hard_link(src.join("dir/pair-1"), src.join("pair-2")).unwrap();
+    std::os::unix::fs::symlink("small.txt", src.join("link-rel")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", src.join("dir/link-dangling")).unwrap();
+    std::os::unix::fs::symlink("sub", src.join("dir/link-dir")).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    set_xattr(&src.join("small.txt"), "user.comment", b"xattr value");
+    // POSIX ACLs (written as the kernel's xattr format; borg reads them with libacl)
+    std::fs::write(src.join("acl-file"), b"acl").unwrap();
+    let acl = r#"
+import os, struct, sys
+def acl(entries):
+    return struct.pack('<I', 2) + b''.join(struct.pack('<HHI', *e) for e in sorted(entries))
+U = 0xffffffff
+f, d = sys.argv[1], sys.argv[2]
+os.setxattr(f, 'system.posix_acl_access', acl([(1, 6, U), (2, 4, 4321), (2, 6, 65534), (4, 4, U), (8, 5, 8765), (0x10, 7, U), (0x20, 0, U)]))
+os.setxattr(d, 'system.posix_acl_access', acl([(1, 7, U), (4, 5, U), (8, 5, 65534), (0x10, 5, U), (0x20, 0, U)]))
+os.setxattr(d, 'system.posix_acl_default', acl([(1, 7, U), (2, 5, 4321), (4, 5, U), (0x10, 5, U), (0x20, 0, U)]))
+"#;
+    let st = Command::new("/usr/bin/python3")
+        .args(["-c", acl])
+        .arg(src.join("acl-file"))
+        .arg(src.join("private"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "setting ACLs failed");
+    set_xattr(&src.join("dir"), "user.dirattr", b"on a dir");
+    std::fs::set_permissions(src.join("empty"), std::fs::Permissions::from_mode(0o604)).unwrap();
+    std::fs::set_permissions(src.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(src.join("big.bin"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    if is_root() {
+        nix::sys::stat::mknod(
+            &src.join("dev-null-copy"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        // numeric owner without a name, and a named one
+        std::os::unix::fs::lchown(src.join("empty"), Some(4321), Some(8765)).unwrap();
+        std::os::unix::fs::lchown(src.join("link-rel"), Some(4321), Some(8765)).unwrap();
+        std::os::unix::fs::lchown(src.join("dir/sub"), Some(65534), Some(65534)).unwrap();
+    }
+    set_times(
+        &src.join("small.txt"),
+        1_000_000_123_456_789,
+        999_999_999_987_654_321,
+    );
+    set_times(
+        &src.join("link-rel"),
+        1_100_000_000_000_000_001,
+        1_100_000_000_000_000_002,
+    );
+    set_times(
+        &src.join("dir/sub"),
+        1_200_000_000_111_111_111,
+        1_200_000_000_222_222_222,
+    );
+    src
+}
+
+/// Snapshot of a tree: per entry type/mode, owner, size, times in ns, link target, xattrs,
+/// content hash and the hard link group. `lstat` of everything is taken before any content
+/// is read, so reading does not disturb atimes.
+const SNAPSHOT: &str = r#"
+import hashlib, os, sys
+root = sys.argv[1]
+entries = []
+for d, dirs, files in os.walk(root):
+    for n in dirs + files:
+        p = os.path.join(d, n)
+        entries.append((os.path.relpath(p, root), os.lstat(p)))
+entries.sort()
+groups = {}
+for rel, st in entries:
+    groups.setdefault(st.st_ino, []).append(rel)
+for rel, st in entries:
+    p = os.path.join(root, rel)
+    line = [rel, oct(st.st_mode), str(st.st_uid), str(st.st_gid), str(st.st_size),
+            str(st.st_mtime_ns), str(st.st_nlink)]
+    import stat
+    # directory and symlink atimes change when the walk lists or follows them
+    if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        line.append(str(st.st_atime_ns))
+    if stat.S_ISLNK(st.st_mode):
+        line.append('-> ' + os.readlink(p))
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        line.append('rdev %d' % st.st_rdev)
+    if stat.S_ISREG(st.st_mode):
+        with open(p, 'rb') as f:
+            line.append(hashlib.sha256(f.read()).hexdigest())
+        line.append('links ' + ','.join(groups[st.st_ino]))
+    xa = sorted((k, os.getxattr(p, k, follow_symlinks=False)) for k in os.listxattr(p, follow_symlinks=False))
+    line.append(repr(xa))
+    print(' '.join(line))
+"#;
+
+fn snapshot(root: &Path) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", SNAPSHOT])
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[track_caller]
+fn assert_same_tree(a: &Path, b: &Path, what: &str) {
+    let (sa, sb) = (snapshot(a), snapshot(b));
+    assert!(
+        sa.lines().count() > 3,
+        "{what}: snapshot of {} is nearly empty",
+        a.display()
+    );
+    if sa != sb {
+        let diff: Vec<String> = sa
+            .lines()
+            .zip(sb.lines())
+            .filter(|(x, y)| x != y)
+            .map(|(x, y)| format!("borg : {x}\nrborg: {y}"))
+            .take(10)
+            .collect();
+        panic!(
+            "{what}: trees differ ({} vs {} entries)\n{}",
+            sa.lines().count(),
+            sb.lines().count(),
+            diff.join("\n")
+        );
+    }
+}
+
+/// Allocated bytes of a file (to check that `--sparse` made holes).
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+fn fresh_dir(parent: &Path, name: &str) -> PathBuf {
+    let d = parent.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The object IDs in a repository, without the manifest.
+fn object_ids(repo: &Path) -> Vec<String> {
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sys\nfrom borg.logger import setup_logging\nsetup_logging()\nfrom borg.repository import Repository\nwith Repository(sys.argv[1]) as r:\n    ids, marker = [], None\n    while True:\n        batch = r.list(limit=10000, marker=marker)\n        if not batch: break\n        ids += batch; marker = batch[-1]\n    print('\\n'.join(sorted(i.hex() for i in ids if i != bytes(32))))",
+        ])
+        .arg(repo)
+        .env("BORG_BASE_DIR", repo.parent().unwrap().join("py-home"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The ID of the first content chunk of `path` in archive `archive`.
+fn first_chunk_id(repo: &Path, home: &Path, archive: &str, path: &str) -> String {
+    let script = "import sys\nfrom borg.logger import setup_logging\nsetup_logging()\nfrom borg.repository import Repository\nfrom borg.helpers import Manifest\nfrom borg.archive import Archive\nwith Repository(sys.argv[1]) as r:\n    m, k = Manifest.load(r, (Manifest.Operation.READ,))\n    a = Archive(r, k, m, sys.argv[2])\n    for it in a.iter_items():\n        if it.path == sys.argv[3]:\n            print(it.chunks[0].id.hex()); break\n";
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(repo)
+        .arg(archive)
+        .arg(path)
+        .env("BORG_BASE_DIR", home)
+        .env("BORG_PASSPHRASE", PASSPHRASE)
+        .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn run_mode(mode: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("mode {mode}, seed {seed}");
+    make_tree(t, seed);
+    let home = t.join("home");
+    let repo = t.join("repo");
+    let r = repo.to_str().unwrap().to_string();
+    ok(&borg(t, &home, &["init", "-e", mode, &r]), "borg init");
+    ok(
+        &borg(t, &home, &["create", &format!("{r}::a1"), "src"]),
+        "borg create a1",
+    );
+    std::fs::write(t.join("src/new-in-a2"), b"second archive").unwrap();
+    std::fs::remove_file(t.join("src/dir/sub/deeper/mid.bin")).unwrap();
+    ok(
+        &borg(t, &home, &["create", &format!("{r}::a2"), "src"]),
+        "borg create a2",
+    );
+    ok(
+        &borg(t, &home, &["create", &format!("{r}::a3"), "src/dir"]),
+        "borg create a3",
+    );
+    let a1 = format!("{r}::a1");
+
+    // full extraction
+    let (eb, er) = (fresh_dir(t, "x-borg"), fresh_dir(t, "x-rborg"));
+    ok(&borg(&eb, &home, &["extract", &a1]), "borg extract");
+    ok(&rborg(&er, &home, &["extract", &a1]), "rborg extract");
+    assert_same_tree(&eb, &er, &format!("{mode}: full extract"));
+    let snap = snapshot(&er);
+    assert!(snap.contains("system.posix_acl_default") && snap.contains("user.comment"));
+
+    // partial: include paths, exclude patterns, strip components, sparse
+    let args = [
+        "extract",
+        "--sparse",
+        "--strip-components",
+        "1",
+        "-e",
+        "*.txt",
+        "-e",
+        "re:deeper",
+        &a1,
+        "src/dir",
+        "sh:src/sparse.*",
+        "src/zeros.bin",
+        "pp:src/pair-2",
+    ];
+    let (pb, pr) = (fresh_dir(t, "p-borg"), fresh_dir(t, "p-rborg"));
+    let ob = borg(&pb, &home, &args);
+    let or = rborg(&pr, &home, &args);
+    ok(&ob, "borg partial extract");
+    ok(&or, "rborg partial extract");
+    assert_same_tree(&pb, &pr, &format!("{mode}: partial extract"));
+    assert!(pr.join("dir/hl-b").exists() && !pr.join("dir/sub/deeper").exists());
+    assert!(pr.join("pair-2").exists() && !pr.join("small.txt").exists());
+    assert!(
+        allocated(&pr.join("zeros.bin")) < allocated(&eb.join("src/zeros.bin")),
+        "--sparse made no holes"
+    );
+
+    // --pattern commands (style switch, include that does not exclude the rest)
+    let args = [
+        "extract",
+        "--pattern",
+        "- **/*.bin",
+        "--pattern",
+        "P pp",
+        "--pattern",
+        "+ src/dir/sub/deeper",
+        &a1,
+    ];
+    let (qb, qr) = (fresh_dir(t, "q-borg"), fresh_dir(t, "q-rborg"));
+    ok(&borg(&qb, &home, &args), "borg extract --pattern");
+    ok(&rborg(&qr, &home, &args), "rborg extract --pattern");
+    assert_same_tree(&qb, &qr, &format!("{mode}: --pattern extract"));
+    // the first matching command decides: `- **/*.bin` wins over the later `+`
+    assert!(qr.join("src/dir/sub/deeper").is_dir() && qr.join("src/small.txt").exists());
+    assert!(!qr.join("src/dir/sub/deeper/mid.bin").exists() && !qr.join("src/big.bin").exists());
+
+    // --stdout and --dry-run
+    let sb = borg(
+        t,
+        &home,
+        &["extract", "--stdout", &a1, "src/big.bin", "src/hl-a"],
+    );
+    let sr = rborg(
+        t,
+        &home,
+        &["extract", "--stdout", &a1, "src/big.bin", "src/hl-a"],
+    );
+    ok(&sr, "rborg extract --stdout");
+    // hl-a adds its content only if it is its link group's master (scan order decides)
+    assert!(sb.stdout.len() == 5_000_000 || sb.stdout.len() == 5_100_000);
+    assert!(sb.stdout == sr.stdout, "--stdout bytes differ");
+    let dr = fresh_dir(t, "dry");
+    let d = rborg(&dr, &home, &["extract", "-n", "--list", &a1]);
+    ok(&d, "rborg extract --dry-run");
+    assert_eq!(
+        std::fs::read_dir(&dr).unwrap().count(),
+        0,
+        "dry run wrote files"
+    );
+    let listed = String::from_utf8_lossy(&d.stderr);
+    assert!(listed.lines().any(|l| l == "src/dir/sub/hl-c"), "{listed}");
+    // a never matching include pattern: warning, rc 1, as borg
+    let wb = borg(
+        &fresh_dir(t, "w-borg"),
+        &home,
+        &["extract", &a1, "nonexistent"],
+    );
+    let wr = rborg(
+        &fresh_dir(t, "w-rborg"),
+        &home,
+        &["extract", &a1, "nonexistent"],
+    );
+    assert_eq!(wb.status.code(), Some(1));
+    assert_eq!(wr.status.code(), wb.status.code());
+
+    // info: byte-identical text for an archive, a filtered set and the repository
+    for args in [
+        vec!["info", a1.as_str()],
+        vec!["info", "--last", "2", r.as_str()],
+        vec!["info", "--iec", "-a", "a*", "--sort-by", "name", r.as_str()],
+        vec!["info", r.as_str()],
+        vec!["info", "--json", a1.as_str()],
+        vec!["info", "--json", "--first", "2", r.as_str()],
+        vec!["info", "--json", r.as_str()],
+    ] {
+        let ib = borg(t, &home, &args);
+        let ir = rborg(t, &home, &args);
+        ok(&ib, "borg info");
+        ok(&ir, "rborg info");
+        let text = String::from_utf8_lossy(&ib.stdout);
+        assert!(text.contains("Chunk index:") || text.contains("\"total_unique_chunks\""));
+        assert_eq!(
+            String::from_utf8_lossy(&ir.stdout),
+            String::from_utf8_lossy(&ib.stdout),
+            "{mode}: {args:?}"
+        );
+    }
+
+    // rename, then borg lists, checks and extracts it
+    ok(
+        &rborg(t, &home, &["rename", &format!("{r}::a2"), "renamed ✓"]),
+        "rborg rename",
+    );
+    let list = borg(t, &home, &["list", "--short", &r]);
+    ok(&list, "borg list after rename");
+    let names = String::from_utf8_lossy(&list.stdout).to_string();
+    assert_eq!(names.lines().collect::<Vec<_>>(), ["a1", "renamed ✓", "a3"]);
+    ok(
+        &borg(t, &home, &["check", "--verify-data", &r]),
+        "borg check after rename",
+    );
+    let (nb, nr) = (fresh_dir(t, "n-borg"), fresh_dir(t, "n-rborg"));
+    ok(
+        &borg(&nb, &home, &["extract", &format!("{r}::renamed ✓")]),
+        "borg extract renamed",
+    );
+    ok(
+        &rborg(&nr, &home, &["extract", &format!("{r}::renamed ✓")]),
+        "rborg extract renamed",
+    );
+    assert_same_tree(&nb, &nr, &format!("{mode}: extract of renamed archive"));
+    assert!(nb.join("src/new-in-a2").exists());
+    let args = ["info", "--last", "3", r.as_str()];
+    let (ib, ir) = (borg(t, &home, &args), rborg(t, &home, &args));
+    ok(&ir, "rborg info after rename");
+    assert_eq!(
+        String::from_utf8_lossy(&ir.stdout),
+        String::from_utf8_lossy(&ib.stdout),
+        "{mode}: info after rename"
+    );
+    let again = rborg(t, &home, &["rename", &format!("{r}::a1"), "a3"]);
+    assert_eq!(again.status.code(), Some(2), "rename onto an existing name");
+
+    // delete the same archives with borg and with rborg on copies
+    let (r1, r2) = (t.join("r-borg"), t.join("r-rborg"));
+    let (h1, h2) = (t.join("h-borg"), t.join("h-rborg"));
+    copy_tree(&repo, &r1);
+    copy_tree(&repo, &r2);
+    copy_tree(&home, &h1);
+    copy_tree(&home, &h2);
+    let (s1, s2) = (r1.to_str().unwrap(), r2.to_str().unwrap());
+    let db = borg(t, &h1, &["delete", "--stats", &format!("{s1}::a1"), "a3"]);
+    let dr = rborg(t, &h2, &["delete", "--stats", &format!("{s2}::a1"), "a3"]);
+    ok(&db, "borg delete");
+    ok(&dr, "rborg delete");
+    let stats_block = |o: &Output| {
+        let text = String::from_utf8_lossy(&o.stderr).to_string();
+        let start = text.find("-----").expect("no --stats block");
+        text[start..].to_string()
+    };
+    assert!(stats_block(&db).contains("Deleted data:"));
+    assert_eq!(stats_block(&dr), stats_block(&db), "{mode}: delete --stats");
+    for (repo, home) in [(s1, &h1), (s2, &h2)] {
+        ok(
+            &borg(t, home, &["check", "--verify-data", repo]),
+            "borg check after delete",
+        );
+    }
+    let l1 = borg(t, &h1, &["list", "--short", s1]);
+    let l2 = borg(t, &h2, &["list", "--short", s2]);
+    assert_eq!(String::from_utf8_lossy(&l2.stdout), "renamed ✓\n");
+    assert_eq!(l1.stdout, l2.stdout);
+    let (ids1, ids2) = (object_ids(&r1), object_ids(&r2));
+    let before = object_ids(&repo);
+    assert!(ids1.len() < before.len(), "borg freed nothing");
+    assert_eq!(ids1, ids2, "object sets differ after delete");
+    ok(&borg(t, &h1, &["compact", s1]), "borg compact (borg copy)");
+    ok(&borg(t, &h2, &["compact", s2]), "borg compact (rborg copy)");
+    assert_eq!(object_ids(&r1), object_ids(&r2));
+    let du = |p: &Path| -> u64 {
+        let out = Command::new("du")
+            .arg("-sb")
+            .arg(p.join("data"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (d1, d2) = (du(&r1), du(&r2));
+    // the manifests differ by a few bytes (timestamps), the rest is the same objects
+    assert!(
+        d1.abs_diff(d2) < 1024,
+        "compacted sizes differ: {d1} vs {d2}"
+    );
+    // borg's chunks cache resyncs: re-adding the deleted data stores the freed chunks again
+    ok(
+        &borg(t, &h2, &["create", &format!("{s2}::again"), "src"]),
+        "borg create after rborg delete",
+    );
+    ok(
+        &borg(t, &h2, &["check", "--verify-data", s2]),
+        "borg check after re-create",
+    );
+
+    // a missing content chunk: both fail with rc 2
+    let chunk = first_chunk_id(&repo, &home, "a1", "src/big.bin");
+    assert_eq!(chunk.len(), 64);
+    ok(
+        &borg(t, &home, &["debug", "delete-obj", &r, &chunk]),
+        "borg debug delete-obj",
+    );
+    let fb = borg(
+        &fresh_dir(t, "f-borg"),
+        &home,
+        &["extract", &a1, "src/big.bin"],
+    );
+    let fr = rborg(
+        &fresh_dir(t, "f-rborg"),
+        &home,
+        &["extract", &a1, "src/big.bin"],
+    );
+    assert_eq!(fb.status.code(), Some(2));
+    assert_eq!(
+        fr.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&fr.stderr)
+    );
+
+    // delete the whole repository
+    let refused = rborg(t, &home, &["delete", &r]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(repo.join("config").exists());
+    let mut cmd = command(
+        t,
+        &home,
+        env!("CARGO_BIN_EXE_rborg"),
+        &["borg", "delete", &r],
+    );
+    cmd.env("BORG_DELETE_I_KNOW_WHAT_I_AM_DOING", "YES");
+    ok(&cmd.output().unwrap(), "rborg delete REPO");
+    assert!(!repo.exists(), "repository still there");
+}
+
+#[test]
+fn extract_delete_rename_match_borg_none() {
+    if borg_available() {
+        run_mode("none");
+    }
+}
+
+#[test]
+fn extract_delete_rename_match_borg_repokey() {
+    if borg_available() {
+        run_mode("repokey");
+    }
+}
+
+#[test]
+fn extract_delete_rename_match_borg_keyfile_blake2() {
+    if borg_available() {
+        run_mode("keyfile-blake2");
+    }
+}
