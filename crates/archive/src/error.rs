@@ -36,6 +36,9 @@ pub enum Error {
     /// relocated repository (borg's `Cache.CacheInitAbortedError` / `RepositoryAccessAborted`).
     #[error("{0}")]
     AccessAborted(String),
+    /// A new key file would overwrite an existing one.
+    #[error("Aborting because key in \"{0}\" already exists.")]
+    KeyFileExists(String),
     /// Three wrong interactive passphrases (borg's `PasswordRetriesExceeded`).
     #[error("exceeded the maximum password retries")]
     PasswordRetriesExceeded,

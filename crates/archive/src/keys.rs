@@ -196,11 +196,7 @@ pub fn store_key(
         KeyStorage::Keyfile => {
             let path = match existing {
                 KeyLocation::File(p) => p.clone(),
-                _ => {
-                    let dir = paths::keys_dir(env);
-                    paths::ensure_dir(&dir)?;
-                    paths::new_keyfile_target(&dir, key_file_name)
-                }
+                _ => new_keyfile_target(key_file_name, env)?,
             };
             let tmp = path.with_extension("tmp");
             // borg's SaveFile creates the file with mkstemp, hence owner-only permissions.
@@ -223,4 +219,23 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(data)?;
     f.sync_all()
+}
+
+/// Where a new key file goes (borg's `KeyfileKey.get_new_target`): `BORG_KEY_FILE` if set (made
+/// absolute), else a free name in the keys directory. Refuses to overwrite an existing file, so a
+/// careless `BORG_KEY_FILE` cannot destroy another repository's key (borg issue #6036).
+fn new_keyfile_target(key_file_name: &str, env: Env) -> Result<PathBuf> {
+    let target = match env("BORG_KEY_FILE").filter(|v| !v.is_empty()) {
+        Some(file) => std::path::absolute(&file)
+            .map_err(|e| Error::io(format!("resolving BORG_KEY_FILE {file}"), e))?,
+        None => {
+            let dir = paths::keys_dir(env);
+            paths::ensure_dir(&dir)?;
+            paths::new_keyfile_target(&dir, key_file_name)
+        }
+    };
+    if target.is_file() {
+        return Err(Error::KeyFileExists(target.display().to_string()));
+    }
+    Ok(target)
 }
