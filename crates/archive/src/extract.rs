@@ -28,7 +28,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -245,29 +245,10 @@ impl Owners {
     }
 }
 
-/// Sets one extended attribute on `path` without following a symlink.
+/// Sets one extended attribute on `path` without following a symlink (`lsetxattr`, as borg's
+/// `xattr.setxattr(..., follow_symlinks=False)`).
 fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> std::io::Result<()> {
-    let cpath = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let cname =
-        CString::new(name).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: both strings are valid NUL-terminated C strings that outlive the call, and
-    // `value` is a valid buffer of `value.len()` bytes. No safe binding exists in the
-    // workspace's dependencies.
-    let rc = unsafe {
-        libc::lsetxattr(
-            cpath.as_ptr(),
-            cname.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    xattr::set(path, std::ffi::OsStr::from_bytes(name), value)
 }
 
 /// The binary `system.posix_acl_*` xattr value (Linux `posix_acl_xattr_header` version 2 and

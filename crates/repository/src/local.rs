@@ -174,21 +174,10 @@ pub(crate) fn utc_iso_now() -> String {
 }
 
 fn free_space(path: &Path) -> Option<u64> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of the
-    // right type; statvfs only writes into it.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it initialised the struct.
-    let st = unsafe { st.assume_init() };
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
     // the field types differ between platforms (u32/u64)
     #[allow(clippy::unnecessary_cast)]
-    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
     Some(free)
 }
 
