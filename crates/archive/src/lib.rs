@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod cache;
+pub mod create;
 pub mod delete;
 pub mod error;
 pub mod extract;
@@ -24,6 +25,7 @@ pub mod manifest;
 pub mod patterns;
 pub mod refcount;
 pub mod security;
+pub mod walk;
 
 pub use archive::{ArchiveMeta, ContentReader, ItemIter, ReadError};
 pub use error::{Error, Result};

@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 
 use rborg_archive::archive::ArchiveMeta;
 use rborg_archive::delete::{delete_archive, rename_archive};
@@ -27,20 +26,9 @@ use rborg_archive::refcount::RefCounts;
 use rborg_archive::Manifest;
 use rborg_crypto::Passphrase;
 use rborg_repository::{LocalRepository, OpenOptions, Repository};
+use rborg_testkit::{borg_available, borg_command, noise, ok, python, BORG};
 
 const PASSPHRASE: &str = "refcount-test-pw";
-
-fn borg_available() -> bool {
-    let present = Path::new("/usr/bin/borg").exists() && Path::new("/usr/bin/python3").exists();
-    if !present {
-        assert!(
-            std::env::var("RBORG_REQUIRE_BORG").as_deref() != Ok("1"),
-            "RBORG_REQUIRE_BORG=1 but /usr/bin/borg or /usr/bin/python3 is missing"
-        );
-        eprintln!("borg is not installed: skipping the refcount/extract test");
-    }
-    present
-}
 
 struct Fixed;
 
@@ -56,50 +44,18 @@ impl PassphraseProvider for Fixed {
     }
 }
 
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
-}
-
 fn borg(dir: &Path, args: &[&str]) -> std::process::Output {
-    let out = Command::new("/usr/bin/borg")
-        .args(args)
-        .current_dir(dir)
-        .env("BORG_BASE_DIR", dir.join("home"))
-        .env("BORG_PASSPHRASE", PASSPHRASE)
-        .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
-        .env_remove("BORG_REPO")
-        .env_remove("BORG_KEYS_DIR")
+    let out = borg_command(BORG, args, dir, &dir.join("home"), PASSPHRASE)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "borg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out, &format!("borg {args:?}"));
     out
 }
 
 /// borg's chunks cache: id hex -> (refcount, size, csize).
 fn borg_chunks_cache(dir: &Path) -> BTreeMap<String, (u64, u64, u64)> {
     let script = "import glob, sys\nfrom borg.hashindex import ChunkIndex\np = glob.glob(sys.argv[1] + '/.cache/borg/*/chunks')[0]\nfor k, v in ChunkIndex.read(p).iteritems():\n    print(k.hex(), v.refcount, v.size, v.csize)\n";
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .arg(dir.join("home"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = python(script, [dir.join("home")]);
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -282,21 +238,21 @@ fn run(mode: &str, seed: u64) {
 
 #[test]
 fn refcounts_extract_delete_none() {
-    if borg_available() {
+    if borg_available("refcount/extract test") {
         run("none", 11);
     }
 }
 
 #[test]
 fn refcounts_extract_delete_repokey() {
-    if borg_available() {
+    if borg_available("refcount/extract test") {
         run("repokey", 22);
     }
 }
 
 #[test]
 fn refcounts_extract_delete_keyfile_blake2() {
-    if borg_available() {
+    if borg_available("refcount/extract test") {
         run("keyfile-blake2", 33);
     }
 }

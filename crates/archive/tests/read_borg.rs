@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use rborg_archive::archive::{ArchiveMeta, ContentReader};
 use rborg_archive::item::{Item, ItemUnpacker};
@@ -20,20 +19,9 @@ use rborg_archive::manifest::read_manifest_object;
 use rborg_archive::Manifest;
 use rborg_crypto::Passphrase;
 use rborg_repository::{LocalRepository, OpenOptions};
+use rborg_testkit::{borg_available, borg_command, noise, ok, python, python_output, BORG};
 
 const PASSPHRASE: &str = "read-test-pw";
-
-fn borg_available() -> bool {
-    let present = Path::new("/usr/bin/borg").exists() && Path::new("/usr/bin/python3").exists();
-    if !present {
-        assert!(
-            std::env::var("RBORG_REQUIRE_BORG").as_deref() != Ok("1"),
-            "RBORG_REQUIRE_BORG=1 but /usr/bin/borg or /usr/bin/python3 is missing"
-        );
-        eprintln!("borg is not installed: skipping the archive reading test");
-    }
-    present
-}
 
 struct Fixed;
 
@@ -47,19 +35,6 @@ impl PassphraseProvider for Fixed {
     fn new_passphrase(&mut self) -> rborg_archive::Result<Passphrase> {
         Ok(Passphrase::new(PASSPHRASE.to_string()))
     }
-}
-
-/// A deterministic byte generator (xorshift64*), seeded per file.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
 }
 
 /// Builds the source tree under `dir/src`; returns whether device nodes were made.
@@ -110,36 +85,17 @@ if os.geteuid() == 0:
         print('mknod failed:', e, file=sys.stderr)
 print('devices' if devices else 'nodevices')
 "#;
-    let out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = python(script, [&src]);
     String::from_utf8_lossy(&out.stdout).contains("devices")
         && !String::from_utf8_lossy(&out.stdout).contains("nodevices")
 }
 
 fn borg(dir: &Path, args: &[&str]) {
-    let out = Command::new("/usr/bin/borg")
-        .args(args)
-        .current_dir(dir)
-        .env("BORG_BASE_DIR", dir.join("home"))
-        .env("BORG_PASSPHRASE", PASSPHRASE)
-        .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
-        .env_remove("BORG_REPO")
-        .env_remove("BORG_KEYS_DIR")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "borg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    ok(
+        &borg_command(BORG, args, dir, &dir.join("home"), PASSPHRASE)
+            .output()
+            .unwrap(),
+        &format!("borg {args:?}"),
     );
 }
 
@@ -332,14 +288,10 @@ fn check_repository(mode: &str, seed: u64) -> Stats {
 
 /// Whether the source file really carries the xattrs the fixture tried to set.
 fn xattrs_supported(path: &Path) -> bool {
-    let out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(
-            "import os, sys; print('yes' if 'user.comment' in os.listxattr(sys.argv[1]) else 'no')",
-        )
-        .arg(path)
-        .output()
-        .unwrap();
+    let out = python_output(
+        "import os, sys; print('yes' if 'user.comment' in os.listxattr(sys.argv[1]) else 'no')",
+        [path],
+    );
     String::from_utf8_lossy(&out.stdout).trim() == "yes"
 }
 
@@ -356,7 +308,7 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 }
 
 fn run_mode(mode: &str, seed: u64) {
-    if !borg_available() {
+    if !borg_available("archive reading test") {
         return;
     }
     let s = check_repository(mode, seed);

@@ -5,8 +5,10 @@
 //! These tests need `/usr/bin/borg`. Without it they print a notice and pass, unless
 //! `RBORG_REQUIRE_BORG=1` (CI sets it), in which case they fail.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use rborg_testkit::{borg_available, borg_command, ok, BORG};
 
 const MODES: [&str; 7] = [
     "none",
@@ -17,18 +19,6 @@ const MODES: [&str; 7] = [
     "repokey-blake2",
     "keyfile-blake2",
 ];
-
-fn borg_available() -> bool {
-    let present = Path::new("/usr/bin/borg").exists();
-    if !present {
-        assert!(
-            std::env::var("RBORG_REQUIRE_BORG").as_deref() != Ok("1"),
-            "RBORG_REQUIRE_BORG=1 but /usr/bin/borg is missing"
-        );
-        eprintln!("borg is not installed: skipping the interop test");
-    }
-    present
-}
 
 /// A scratch home for borg and rborg (keys, security and cache directories) plus repositories.
 struct Sandbox {
@@ -53,13 +43,14 @@ impl Sandbox {
     }
 
     fn command(&self, program: &str, args: &[&str], passphrase: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("BORG_BASE_DIR", self.path("home"))
-            .env("BORG_PASSPHRASE", passphrase)
-            .env_remove("BORG_NEW_PASSPHRASE")
-            .env_remove("BORG_REPO")
+        let mut cmd = borg_command(
+            program,
+            args,
+            self.dir.path(),
+            &self.path("home"),
+            passphrase,
+        );
+        cmd.env_remove("BORG_NEW_PASSPHRASE")
             .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "no")
             .env("BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "YES");
         cmd
@@ -76,20 +67,8 @@ impl Sandbox {
     }
 
     fn borg(&self, args: &[&str]) -> Output {
-        self.run("/usr/bin/borg", args, "secret")
+        self.run(BORG, args, "secret")
     }
-}
-
-#[track_caller]
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed with {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn stderr(out: &Output) -> String {
@@ -98,50 +77,50 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn repositories_rborg_initializes_are_used_by_borg_in_every_mode() {
-    if !borg_available() {
+    if !borg_available("interop test") {
         return;
     }
     let sb = Sandbox::new();
     for mode in MODES {
         let repo = format!("repo-{mode}");
         ok(
-            sb.rborg(&["init", "-e", mode, &repo]),
+            &sb.rborg(&["init", "-e", mode, &repo]),
             &format!("rborg init -e {mode}"),
         );
         // Unencrypted repositories were recorded in the security database by rborg, so borg
         // does not ask about an unknown unencrypted repository (the variable says "no").
         ok(
-            sb.borg(&["create", &format!("{repo}::first"), "src"]),
+            &sb.borg(&["create", &format!("{repo}::first"), "src"]),
             &format!("borg create ({mode})"),
         );
-        let listing = ok(sb.borg(&["list", "--short", &repo]), "borg list");
+        let listing = ok(&sb.borg(&["list", "--short", &repo]), "borg list");
         assert_eq!(listing.trim(), "first", "{mode}");
         ok(
-            sb.borg(&["check", "--verify-data", &repo]),
+            &sb.borg(&["check", "--verify-data", &repo]),
             &format!("borg check --verify-data ({mode})"),
         );
         ok(
-            sb.rborg(&["check", "--repository-only", &repo]),
+            &sb.rborg(&["check", "--repository-only", &repo]),
             &format!("rborg check ({mode})"),
         );
         ok(
-            sb.borg(&["delete", &format!("{repo}::first")]),
+            &sb.borg(&["delete", &format!("{repo}::first")]),
             "borg delete",
         );
         ok(
-            sb.rborg(&["compact", "--threshold", "0", &repo]),
+            &sb.rborg(&["compact", "--threshold", "0", &repo]),
             &format!("rborg compact ({mode})"),
         );
         ok(
-            sb.borg(&["check", "--verify-data", &repo]),
+            &sb.borg(&["check", "--verify-data", &repo]),
             &format!("borg check after rborg compact ({mode})"),
         );
         ok(
-            sb.borg(&["create", &format!("{repo}::second"), "src"]),
+            &sb.borg(&["create", &format!("{repo}::second"), "src"]),
             "borg create after compact",
         );
         ok(
-            sb.borg(&["extract", "--dry-run", &format!("{repo}::second")]),
+            &sb.borg(&["extract", "--dry-run", &format!("{repo}::second")]),
             "borg extract --dry-run",
         );
     }
@@ -153,14 +132,14 @@ fn object_ids(sb: &Sandbox, repo: &str) -> Vec<String> {
     std::fs::create_dir_all(&dump).unwrap();
     let out = sb
         .command(
-            "/usr/bin/borg",
+            BORG,
             &["debug", "dump-repo-objs", sb.path(repo).to_str().unwrap()],
             "secret",
         )
         .current_dir(&dump)
         .output()
         .unwrap();
-    ok(out, "borg debug dump-repo-objs");
+    ok(&out, "borg debug dump-repo-objs");
     let mut ids: Vec<String> = std::fs::read_dir(&dump)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -177,23 +156,23 @@ fn object_ids(sb: &Sandbox, repo: &str) -> Vec<String> {
 
 #[test]
 fn objects_of_borg_repositories_read_back_identically_and_survive_rborg_writes() {
-    if !borg_available() {
+    if !borg_available("interop test") {
         return;
     }
     let sb = Sandbox::new();
     for mode in MODES {
         let repo = format!("borg-{mode}");
-        ok(sb.borg(&["init", "-e", mode, &repo]), "borg init");
+        ok(&sb.borg(&["init", "-e", mode, &repo]), "borg init");
         ok(
-            sb.borg(&["create", &format!("{repo}::a"), "src"]),
+            &sb.borg(&["create", &format!("{repo}::a"), "src"]),
             "borg create",
         );
         ok(
-            sb.borg(&["create", &format!("{repo}::b"), "src/hello.txt"]),
+            &sb.borg(&["create", &format!("{repo}::b"), "src/hello.txt"]),
             "borg create",
         );
         ok(
-            sb.rborg(&["check", "--repository-only", &repo]),
+            &sb.rborg(&["check", "--repository-only", &repo]),
             "rborg check of a borg repository",
         );
 
@@ -201,11 +180,11 @@ fn objects_of_borg_repositories_read_back_identically_and_survive_rborg_writes()
         assert!(ids.len() >= 5, "expected several objects, got {ids:?}");
         for id in &ids {
             ok(
-                sb.rborg(&["debug", "get-obj", &repo, id, "ours.obj"]),
+                &sb.rborg(&["debug", "get-obj", &repo, id, "ours.obj"]),
                 "rborg debug get-obj",
             );
             ok(
-                sb.borg(&["debug", "get-obj", &repo, id, "theirs.obj"]),
+                &sb.borg(&["debug", "get-obj", &repo, id, "theirs.obj"]),
                 "borg debug get-obj",
             );
             assert_eq!(
@@ -222,12 +201,12 @@ fn objects_of_borg_repositories_read_back_identically_and_survive_rborg_writes()
         let new_id = "ab".repeat(32);
         std::fs::write(sb.path("payload"), b"raw bytes stored by rborg").unwrap();
         let out = ok(
-            sb.rborg(&["debug", "put-obj", &repo, &new_id, "payload"]),
+            &sb.rborg(&["debug", "put-obj", &repo, &new_id, "payload"]),
             "rborg debug put-obj",
         );
         assert_eq!(out.trim(), format!("object {new_id} put."));
         ok(
-            sb.borg(&["debug", "get-obj", &repo, &new_id, "back.obj"]),
+            &sb.borg(&["debug", "get-obj", &repo, &new_id, "back.obj"]),
             "borg get-obj of rborg's object",
         );
         assert_eq!(
@@ -235,7 +214,7 @@ fn objects_of_borg_repositories_read_back_identically_and_survive_rborg_writes()
             b"raw bytes stored by rborg"
         );
         let out = ok(
-            sb.rborg(&["debug", "delete-obj", &repo, &new_id, &"01".repeat(32)]),
+            &sb.rborg(&["debug", "delete-obj", &repo, &new_id, &"01".repeat(32)]),
             "rborg debug delete-obj",
         );
         assert_eq!(
@@ -245,16 +224,16 @@ fn objects_of_borg_repositories_read_back_identically_and_survive_rborg_writes()
                 "01".repeat(32)
             )
         );
-        ok(sb.borg(&["delete", &format!("{repo}::a")]), "borg delete");
+        ok(&sb.borg(&["delete", &format!("{repo}::a")]), "borg delete");
         ok(
-            sb.rborg(&["compact", "--threshold", "0", &repo]),
+            &sb.rborg(&["compact", "--threshold", "0", &repo]),
             "rborg compact",
         );
         ok(
-            sb.borg(&["check", "--verify-data", &repo]),
+            &sb.borg(&["check", "--verify-data", &repo]),
             "borg check --verify-data after rborg compact",
         );
-        let listing = ok(sb.borg(&["list", "--short", &repo]), "borg list");
+        let listing = ok(&sb.borg(&["list", "--short", &repo]), "borg list");
         assert_eq!(listing.trim(), "b");
         let out = sb.borg(&["debug", "get-obj", &repo, &new_id, "gone.obj"]);
         assert_eq!(
@@ -266,21 +245,21 @@ fn objects_of_borg_repositories_read_back_identically_and_survive_rborg_writes()
 
 #[test]
 fn key_export_matches_borg_and_import_restores_the_key() {
-    if !borg_available() {
+    if !borg_available("interop test") {
         return;
     }
     let sb = Sandbox::new();
     for mode in ["repokey", "keyfile-blake2"] {
         let repo = format!("k-{mode}");
-        ok(sb.borg(&["init", "-e", mode, &repo]), "borg init");
+        ok(&sb.borg(&["init", "-e", mode, &repo]), "borg init");
         for flags in [&[][..], &["--paper"][..]] {
             let mut ours = vec!["key", "export"];
             ours.extend_from_slice(flags);
             ours.extend_from_slice(&[repo.as_str(), "ours.key"]);
-            ok(sb.rborg(&ours), "rborg key export");
+            ok(&sb.rborg(&ours), "rborg key export");
             let mut theirs = ours.clone();
             *theirs.last_mut().unwrap() = "theirs.key";
-            ok(sb.borg(&theirs), "borg key export");
+            ok(&sb.borg(&theirs), "borg key export");
             assert_eq!(
                 std::fs::read(sb.path("ours.key")).unwrap(),
                 std::fs::read(sb.path("theirs.key")).unwrap(),
@@ -288,12 +267,12 @@ fn key_export_matches_borg_and_import_restores_the_key() {
             );
         }
         ok(
-            sb.borg(&["key", "export", &repo, "backup.key"]),
+            &sb.borg(&["key", "export", &repo, "backup.key"]),
             "borg key export",
         );
         // rborg's --qr-html page is its own; it must carry the same key file text.
         ok(
-            sb.rborg(&["key", "export", "--qr-html", &repo, "key.html"]),
+            &sb.rborg(&["key", "export", "--qr-html", &repo, "key.html"]),
             "rborg key export --qr-html",
         );
         let html = std::fs::read_to_string(sb.path("key.html")).unwrap();
@@ -324,16 +303,16 @@ fn key_export_matches_borg_and_import_restores_the_key() {
             );
         }
         ok(
-            sb.rborg(&["key", "import", &repo, "backup.key"]),
+            &sb.rborg(&["key", "import", &repo, "backup.key"]),
             "rborg key import",
         );
         ok(
-            sb.borg(&["create", &format!("{repo}::x"), "src/hello.txt"]),
+            &sb.borg(&["create", &format!("{repo}::x"), "src/hello.txt"]),
             "borg create with the imported key",
         );
         // A key backup of another repository is refused.
         ok(
-            sb.borg(&["init", "-e", mode, &format!("{repo}-other")]),
+            &sb.borg(&["init", "-e", mode, &format!("{repo}-other")]),
             "borg init",
         );
         let out = sb.rborg(&["key", "import", &format!("{repo}-other"), "backup.key"]);
@@ -345,11 +324,11 @@ fn key_export_matches_borg_and_import_restores_the_key() {
 
 #[test]
 fn wrong_passphrase_is_refused_with_borgs_message_and_exit_code() {
-    if !borg_available() {
+    if !borg_available("interop test") {
         return;
     }
     let sb = Sandbox::new();
-    ok(sb.rborg(&["init", "-e", "repokey", "r"]), "rborg init");
+    ok(&sb.rborg(&["init", "-e", "repokey", "r"]), "rborg init");
     let mut cmd = sb.command(
         env!("CARGO_BIN_EXE_rborg"),
         &["borg", "key", "change-passphrase", "r"],
@@ -362,7 +341,7 @@ fn wrong_passphrase_is_refused_with_borgs_message_and_exit_code() {
         "passphrase supplied in BORG_PASSPHRASE, by BORG_PASSCOMMAND or via BORG_PASSPHRASE_FD is incorrect."
     );
     // borg says the same about a repository rborg made.
-    let out = sb.run("/usr/bin/borg", &["list", "r"], "wrong");
+    let out = sb.run(BORG, &["list", "r"], "wrong");
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("is incorrect"));
     // A changed passphrase is the only one that works afterwards, for both.
@@ -372,31 +351,29 @@ fn wrong_passphrase_is_refused_with_borgs_message_and_exit_code() {
         "secret",
     );
     ok(
-        cmd.env("BORG_NEW_PASSPHRASE", "new").output().unwrap(),
+        &cmd.env("BORG_NEW_PASSPHRASE", "new").output().unwrap(),
         "rborg key change-passphrase",
     );
     ok(
-        sb.run("/usr/bin/borg", &["list", "r"], "new"),
+        &sb.run(BORG, &["list", "r"], "new"),
         "borg list with the new passphrase",
     );
     assert_eq!(
-        sb.run("/usr/bin/borg", &["list", "r"], "secret")
-            .status
-            .code(),
+        sb.run(BORG, &["list", "r"], "secret").status.code(),
         Some(2)
     );
 }
 
 #[test]
 fn locks_are_honoured_both_ways() {
-    if !borg_available() {
+    if !borg_available("interop test") {
         return;
     }
     let sb = Sandbox::new();
-    ok(sb.rborg(&["init", "-e", "none", "r"]), "rborg init");
+    ok(&sb.rborg(&["init", "-e", "none", "r"]), "rborg init");
     // borg holds the lock: rborg waits --lock-wait, then fails like borg.
     let mut holder = sb
-        .command("/usr/bin/borg", &["with-lock", "r", "sleep", "4"], "secret")
+        .command(BORG, &["with-lock", "r", "sleep", "4"], "secret")
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -427,11 +404,11 @@ fn locks_are_honoured_both_ways() {
     );
     assert!(holder.wait().unwrap().success());
     ok(
-        sb.rborg(&["config", "r", "append_only", "1"]),
+        &sb.rborg(&["config", "r", "append_only", "1"]),
         "rborg config after the lock is free",
     );
     assert_eq!(
-        ok(sb.borg(&["config", "r", "append_only"]), "borg config").trim(),
+        ok(&sb.borg(&["config", "r", "append_only"]), "borg config").trim(),
         "1"
     );
 }

@@ -21,43 +21,26 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const PASSPHRASE: &str = "extract-test-pw";
+use rborg_testkit::{borg_available, borg_command, ok, python, python_command, BORG};
 
-fn borg_available() -> bool {
-    let present = Path::new("/usr/bin/borg").exists() && Path::new("/usr/bin/python3").exists();
-    if !present {
-        assert!(
-            std::env::var("RBORG_REQUIRE_BORG").as_deref() != Ok("1"),
-            "RBORG_REQUIRE_BORG=1 but /usr/bin/borg is missing"
-        );
-        eprintln!("borg is not installed: skipping the extract interop test");
-    }
-    present
-}
+const PASSPHRASE: &str = "extract-test-pw";
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
 fn command(cwd: &Path, home: &Path, program: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(cwd)
-        .env("BORG_BASE_DIR", home)
-        .env("BORG_PASSPHRASE", PASSPHRASE)
-        .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
-        .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
+    let mut cmd = borg_command(program, args, cwd, home, PASSPHRASE);
+    cmd.env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
         .env("LANG", "C.UTF-8")
         .env("LC_ALL", "C.UTF-8")
-        .env_remove("BORG_REPO")
-        .env_remove("BORG_KEYS_DIR")
         .env_remove("BORG_DELETE_I_KNOW_WHAT_I_AM_DOING")
         .stdin(Stdio::null());
     cmd
 }
 
 fn borg(cwd: &Path, home: &Path, args: &[&str]) -> Output {
-    command(cwd, home, "/usr/bin/borg", args).output().unwrap()
+    command(cwd, home, BORG, args).output().unwrap()
 }
 
 fn rborg(cwd: &Path, home: &Path, args: &[&str]) -> Output {
@@ -66,16 +49,6 @@ fn rborg(cwd: &Path, home: &Path, args: &[&str]) -> Output {
     command(cwd, home, env!("CARGO_BIN_EXE_rborg"), &full)
         .output()
         .unwrap()
-}
-
-#[track_caller]
-fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: rc {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A small xorshift PRNG, seeded per run so every run tests fresh content.
@@ -95,12 +68,10 @@ impl Rng {
 }
 
 fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    let status = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import os,sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode(), follow_symlinks=False)",
-        ])
-        .arg(path)
+    let status = python_command(
+        "import os,sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode(), follow_symlinks=False)",
+    )
+    .arg(path)
         .arg(name)
         .arg(std::str::from_utf8(value).unwrap())
         .status()
@@ -169,8 +140,7 @@ os.setxattr(f, 'system.posix_acl_access', acl([(1, 6, U), (2, 4, 4321), (2, 6, 6
 os.setxattr(d, 'system.posix_acl_access', acl([(1, 7, U), (4, 5, U), (8, 5, 65534), (0x10, 5, U), (0x20, 0, U)]))
 os.setxattr(d, 'system.posix_acl_default', acl([(1, 7, U), (2, 5, 4321), (4, 5, U), (0x10, 5, U), (0x20, 0, U)]))
 "#;
-    let st = Command::new("/usr/bin/python3")
-        .args(["-c", acl])
+    let st = python_command(acl)
         .arg(src.join("acl-file"))
         .arg(src.join("private"))
         .status()
@@ -248,17 +218,7 @@ for rel, st in entries:
 "#;
 
 fn snapshot(root: &Path) -> String {
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", SNAPSHOT])
-        .arg(root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(python(SNAPSHOT, [root]).stdout).unwrap()
 }
 
 #[track_caller]
@@ -300,22 +260,14 @@ fn fresh_dir(parent: &Path, name: &str) -> PathBuf {
 
 /// The object IDs in a repository, without the manifest.
 fn object_ids(repo: &Path) -> Vec<String> {
-    let out = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
+    let out = python_command(
             "import sys\nfrom borg.logger import setup_logging\nsetup_logging()\nfrom borg.repository import Repository\nwith Repository(sys.argv[1]) as r:\n    ids, marker = [], None\n    while True:\n        batch = r.list(limit=10000, marker=marker)\n        if not batch: break\n        ids += batch; marker = batch[-1]\n    print('\\n'.join(sorted(i.hex() for i in ids if i != bytes(32))))",
-        ])
+        )
         .arg(repo)
         .env("BORG_BASE_DIR", repo.parent().unwrap().join("py-home"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    ok(&out, "listing object IDs")
         .lines()
         .map(str::to_string)
         .collect()
@@ -324,8 +276,7 @@ fn object_ids(repo: &Path) -> Vec<String> {
 /// The ID of the first content chunk of `path` in archive `archive`.
 fn first_chunk_id(repo: &Path, home: &Path, archive: &str, path: &str) -> String {
     let script = "import sys\nfrom borg.logger import setup_logging\nsetup_logging()\nfrom borg.repository import Repository\nfrom borg.helpers import Manifest\nfrom borg.archive import Archive\nwith Repository(sys.argv[1]) as r:\n    m, k = Manifest.load(r, (Manifest.Operation.READ,))\n    a = Archive(r, k, m, sys.argv[2])\n    for it in a.iter_items():\n        if it.path == sys.argv[3]:\n            print(it.chunks[0].id.hex()); break\n";
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", script])
+    let out = python_command(script)
         .arg(repo)
         .arg(archive)
         .arg(path)
@@ -334,12 +285,7 @@ fn first_chunk_id(repo: &Path, home: &Path, archive: &str, path: &str) -> String
         .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    ok(&out, "reading the first chunk ID").trim().to_string()
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -641,21 +587,21 @@ fn run_mode(mode: &str) {
 
 #[test]
 fn extract_delete_rename_match_borg_none() {
-    if borg_available() {
+    if borg_available("extract interop test") {
         run_mode("none");
     }
 }
 
 #[test]
 fn extract_delete_rename_match_borg_repokey() {
-    if borg_available() {
+    if borg_available("extract interop test") {
         run_mode("repokey");
     }
 }
 
 #[test]
 fn extract_delete_rename_match_borg_keyfile_blake2() {
-    if borg_available() {
+    if borg_available("extract interop test") {
         run_mode("keyfile-blake2");
     }
 }

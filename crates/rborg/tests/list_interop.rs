@@ -10,39 +10,22 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use rborg_testkit::{borg_available, borg_command, ok, python, BORG};
+
 const PASSPHRASE: &str = "list-test-pw";
 /// A zone with a non-whole-hour offset and DST, to catch local-time conversion errors.
 const TZ: &str = "Australia/Adelaide";
 
-fn borg_available() -> bool {
-    let present = Path::new("/usr/bin/borg").exists() && Path::new("/usr/bin/python3").exists();
-    if !present {
-        assert!(
-            std::env::var("RBORG_REQUIRE_BORG").as_deref() != Ok("1"),
-            "RBORG_REQUIRE_BORG=1 but /usr/bin/borg is missing"
-        );
-        eprintln!("borg is not installed: skipping the list interop test");
-    }
-    present
-}
-
 fn command(dir: &Path, program: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(dir)
-        .env("BORG_BASE_DIR", dir.join("home"))
-        .env("BORG_PASSPHRASE", PASSPHRASE)
-        .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
-        .env("TZ", TZ)
+    let mut cmd = borg_command(program, args, dir, &dir.join("home"), PASSPHRASE);
+    cmd.env("TZ", TZ)
         .env("LANG", "C.UTF-8")
-        .env("LC_ALL", "C.UTF-8")
-        .env_remove("BORG_REPO")
-        .env_remove("BORG_KEYS_DIR");
+        .env("LC_ALL", "C.UTF-8");
     cmd
 }
 
 fn borg(dir: &Path, args: &[&str]) -> Output {
-    command(dir, "/usr/bin/borg", args).output().unwrap()
+    command(dir, BORG, args).output().unwrap()
 }
 
 fn rborg(dir: &Path, args: &[&str]) -> Output {
@@ -51,15 +34,6 @@ fn rborg(dir: &Path, args: &[&str]) -> Output {
     command(dir, env!("CARGO_BIN_EXE_rborg"), &full)
         .output()
         .unwrap()
-}
-
-#[track_caller]
-fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn make_tree(dir: &Path) {
@@ -98,17 +72,7 @@ if os.geteuid() == 0:
     os.mknod(os.path.join(src, 'chardev'), 0o600 | stat.S_IFCHR, os.makedev(1, 3))
     os.chown(os.path.join(src, 'hardlink-a'), 54321, 54322)
 "#;
-    let out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python(script, [&src]);
 }
 
 /// Runs `args` with borg and rborg and asserts identical stdout and exit code.
@@ -149,7 +113,7 @@ fn same_json_lines(dir: &Path, args: &[&str]) {
 }
 
 fn run_mode(mode: &str) {
-    if !borg_available() {
+    if !borg_available("list interop test") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

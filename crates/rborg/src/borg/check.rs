@@ -3,6 +3,7 @@
 
 use clap::Args;
 
+use super::archives::ArchiveFilterArgs;
 use super::common::{
     yes_with, CmdError, CmdResult, Context, EXIT_ERROR, EXIT_SUCCESS, EXIT_WARNING,
 };
@@ -28,21 +29,8 @@ pub struct CheckArgs {
     /// do only a partial repo check for max. SECONDS seconds (Default: unlimited)
     #[arg(long = "max-duration", value_name = "SECONDS", default_value_t = 0)]
     max_duration: u64,
-    /// only consider archive names starting with this prefix.
-    #[arg(short = 'P', long, value_name = "PREFIX")]
-    prefix: Option<String>,
-    /// only consider archive names matching the glob.
-    #[arg(short = 'a', long = "glob-archives", value_name = "GLOB")]
-    glob_archives: Option<String>,
-    /// Comma-separated list of sorting keys
-    #[arg(long = "sort-by", value_name = "KEYS")]
-    sort_by: Option<String>,
-    /// consider first N archives after other filters were applied
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    first: u64,
-    /// consider last N archives after other filters were applied
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    last: u64,
+    #[command(flatten)]
+    filter: ArchiveFilterArgs,
     /// repository or archive to check consistency of
     #[arg(value_name = "REPOSITORY_OR_ARCHIVE")]
     location: Option<String>,
@@ -59,11 +47,7 @@ pub fn run(ctx: &mut Context, args: CheckArgs) -> CmdResult {
             return Ok(EXIT_ERROR);
         }
     }
-    let archive_filters = args.verify_data
-        || args.first > 0
-        || args.last > 0
-        || args.prefix.is_some()
-        || args.glob_archives.is_some();
+    let archive_filters = args.verify_data || args.filter.any();
     if args.repo_only && archive_filters {
         ctx.log.error(
             "--repository-only contradicts --first, --last, --glob-archives, --prefix and --verify-data arguments.",
@@ -80,7 +64,7 @@ pub fn run(ctx: &mut Context, args: CheckArgs) -> CmdResult {
             .error("--repository-only is required for --max-duration support.");
         return Ok(EXIT_ERROR);
     }
-    let _ = (args.save_space, &args.sort_by);
+    let _ = (args.save_space, &args.filter.sort_by);
     if !args.repo_only {
         return Err(CmdError::new(
             "archive checks are not supported by this rborg version yet: use --repository-only \

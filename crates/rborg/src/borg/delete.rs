@@ -7,13 +7,13 @@ use rborg_archive::delete::{delete_archive, DeleteStats};
 use rborg_archive::format;
 use rborg_archive::info::repository_stats;
 use rborg_archive::manifest::{parse_timestamp, Operation};
-use rborg_archive::patterns::archive_glob;
 use rborg_archive::refcount::RefCounts;
 use rborg_archive::security::SecurityDir;
 use rborg_archive::{ArchiveEntry, Manifest};
 use rborg_crypto::paths::std_env;
 use rborg_repository::Repository;
 
+use super::archives::ArchiveFilterArgs;
 use super::common::{yes_with, CmdError, CmdResult, Context, EXIT_ERROR, EXIT_WARNING};
 use super::info::{cache_str, format_file_size, STATS_HEADER};
 use super::open::{location, open_repository, open_with_manifest, LockMode};
@@ -53,26 +53,8 @@ pub struct DeleteArgs {
         default_value_t = 1800
     )]
     checkpoint_interval: u64,
-    /// only consider archive names starting with this prefix. (deprecated)
-    #[arg(
-        short = 'P',
-        long,
-        value_name = "PREFIX",
-        conflicts_with = "glob_archives"
-    )]
-    prefix: Option<String>,
-    /// only consider archive names matching the glob.
-    #[arg(short = 'a', long = "glob-archives", value_name = "GLOB")]
-    glob_archives: Option<String>,
-    /// Comma-separated list of sorting keys; valid keys are: timestamp, name, id; default is: timestamp
-    #[arg(long = "sort-by", value_name = "KEYS", default_value = "timestamp")]
-    sort_by: String,
-    /// consider first N archives after other filters were applied
-    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "last")]
-    first: usize,
-    /// consider last N archives after other filters were applied
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    last: usize,
+    #[command(flatten)]
+    filter: ArchiveFilterArgs,
     /// repository or archive to delete
     #[arg(value_name = "REPOSITORY_OR_ARCHIVE")]
     location: Option<String>,
@@ -90,40 +72,9 @@ fn format_archive(name: &str, entry: &ArchiveEntry) -> String {
     format!("{name:<36} {time} [{}]", hex::encode(entry.id))
 }
 
-/// The archive names the filters select (borg's `list_considering` with checkpoints).
-fn select(args: &DeleteArgs, manifest: &Manifest) -> Result<Vec<String>, CmdError> {
-    let glob = match (&args.prefix, &args.glob_archives) {
-        (Some(p), _) => Some(format!("{p}*")),
-        (None, g) => g.clone(),
-    };
-    let re =
-        archive_glob(glob.as_deref().unwrap_or("*")).map_err(|e| CmdError::new(e.to_string()))?;
-    let mut archives: Vec<(&String, &ArchiveEntry)> = manifest
-        .archives
-        .iter()
-        .filter(|(n, _)| re.is_match(n))
-        .collect();
-    for key in args.sort_by.split(',').rev() {
-        match key {
-            "name" => archives.sort_by(|a, b| a.0.cmp(b.0)),
-            "id" => archives.sort_by_key(|a| a.1.id),
-            "timestamp" | "ts" => archives.sort_by_key(|a| parse_timestamp(&a.1.time)),
-            other => return Err(CmdError::new(format!("Invalid sort key: {other}"))),
-        }
-    }
-    if args.first > 0 {
-        archives.truncate(args.first);
-    } else if args.last > 0 {
-        let skip = archives.len().saturating_sub(args.last);
-        archives.drain(..skip);
-    }
-    Ok(archives.into_iter().map(|(n, _)| n.clone()).collect())
-}
-
 pub fn run(ctx: &mut Context, args: DeleteArgs) -> CmdResult {
     let loc = location(args.location.as_deref())?;
-    let filters =
-        args.first > 0 || args.last > 0 || args.prefix.is_some() || args.glob_archives.is_some();
+    let filters = args.filter.any();
     let explicit = loc.archive.is_some() || !args.archives.is_empty();
     if filters && explicit {
         ctx.log
@@ -148,7 +99,7 @@ fn delete_archives(
     let repo = &mut opened.repository;
     let mut manifest = Manifest::load(repo, &key, &[Operation::Delete], &location_text)?;
     let names: Vec<String> = if explicit_names(args, loc).is_empty() {
-        select(args, &manifest)?
+        args.filter.select_names(&manifest)?
     } else {
         explicit_names(args, loc)
     };

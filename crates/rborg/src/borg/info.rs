@@ -12,14 +12,14 @@ use rborg_archive::info::{
 };
 use rborg_archive::keys::KeyLocation;
 use rborg_archive::manifest::{parse_timestamp, Operation};
-use rborg_archive::patterns::archive_glob;
 use rborg_archive::refcount::RefCounts;
 use rborg_archive::security::SecurityDir;
-use rborg_archive::{ArchiveEntry, Manifest};
+use rborg_archive::Manifest;
 use rborg_crypto::paths::std_env;
 use rborg_crypto::KeyType;
 use rborg_repository::Repository;
 
+use super::archives::ArchiveFilterArgs;
 use super::common::{CmdError, CmdResult, Context, EXIT_SUCCESS};
 use super::open::{location, open_with_manifest, LockMode};
 
@@ -35,26 +35,8 @@ pub struct InfoArgs {
     /// format output as JSON
     #[arg(long)]
     json: bool,
-    /// only consider archive names starting with this prefix. (deprecated)
-    #[arg(
-        short = 'P',
-        long,
-        value_name = "PREFIX",
-        conflicts_with = "glob_archives"
-    )]
-    prefix: Option<String>,
-    /// only consider archive names matching the glob.
-    #[arg(short = 'a', long = "glob-archives", value_name = "GLOB")]
-    glob_archives: Option<String>,
-    /// Comma-separated list of sorting keys; valid keys are: timestamp, name, id; default is: timestamp
-    #[arg(long = "sort-by", value_name = "KEYS", default_value = "timestamp")]
-    sort_by: String,
-    /// consider first N archives after other filters were applied
-    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "last")]
-    first: usize,
-    /// consider last N archives after other filters were applied
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    last: usize,
+    #[command(flatten)]
+    filter: ArchiveFilterArgs,
     /// repository or archive to display information about
     #[arg(value_name = "REPOSITORY_OR_ARCHIVE")]
     location: Option<String>,
@@ -130,35 +112,6 @@ fn percent(x: f64) -> String {
         r
     };
     format!("{r:.0}%")
-}
-
-fn select(args: &InfoArgs, manifest: &Manifest) -> Result<Vec<String>, CmdError> {
-    let glob = match (&args.prefix, &args.glob_archives) {
-        (Some(p), _) => Some(format!("{p}*")),
-        (None, g) => g.clone(),
-    };
-    let re =
-        archive_glob(glob.as_deref().unwrap_or("*")).map_err(|e| CmdError::new(e.to_string()))?;
-    let mut archives: Vec<(&String, &ArchiveEntry)> = manifest
-        .archives
-        .iter()
-        .filter(|(n, _)| re.is_match(n))
-        .collect();
-    for key in args.sort_by.split(',').rev() {
-        match key {
-            "name" => archives.sort_by(|a, b| a.0.cmp(b.0)),
-            "id" => archives.sort_by_key(|a| a.1.id),
-            "timestamp" | "ts" => archives.sort_by_key(|a| parse_timestamp(&a.1.time)),
-            other => return Err(CmdError::new(format!("Invalid sort key: {other}"))),
-        }
-    }
-    if args.first > 0 {
-        archives.truncate(args.first);
-    } else if args.last > 0 {
-        let skip = archives.len().saturating_sub(args.last);
-        archives.drain(..skip);
-    }
-    Ok(archives.into_iter().map(|(n, _)| n.clone()).collect())
 }
 
 /// A JSON value, printed as Python's `json.dumps(sort_keys=True, indent=4)`.
@@ -284,15 +237,11 @@ pub fn run(ctx: &mut Context, args: InfoArgs) -> CmdResult {
     let all = repository_stats(repo, &key, &manifest, &refs, parts).map_err(err)?;
     let mut out = String::new();
     let mut json_archives: Vec<Json> = Vec::new();
-    let by_archive = loc.archive.is_some()
-        || args.first > 0
-        || args.last > 0
-        || args.prefix.is_some()
-        || args.glob_archives.is_some();
+    let by_archive = loc.archive.is_some() || args.filter.any();
     if by_archive {
         let names = match &loc.archive {
             Some(n) => vec![n.clone()],
-            None => select(&args, &manifest)?,
+            None => args.filter.select_names(&manifest)?,
         };
         for (i, name) in names.iter().enumerate() {
             let meta =

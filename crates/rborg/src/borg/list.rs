@@ -10,9 +10,10 @@ use rborg_archive::format::{self, Template, Value};
 use rborg_archive::item::Item;
 use rborg_archive::keys::KeyLocation;
 use rborg_archive::manifest::{parse_timestamp, Operation};
-use rborg_archive::{ArchiveEntry, Manifest};
+use rborg_archive::Manifest;
 use rborg_repository::Repository;
 
+use super::archives::ArchiveFilterArgs;
 use super::common::{CmdError, CmdResult, Context, EXIT_ERROR, EXIT_SUCCESS};
 use super::open::{location, open_with_manifest, LockMode};
 
@@ -33,41 +34,14 @@ pub struct ListArgs {
     /// Only valid for listing archive contents. Format output as JSON Lines.
     #[arg(long = "json-lines")]
     json_lines: bool,
-    /// only consider archive names starting with this prefix. (deprecated)
-    #[arg(
-        short = 'P',
-        long,
-        value_name = "PREFIX",
-        conflicts_with = "glob_archives"
-    )]
-    prefix: Option<String>,
-    /// only consider archive names matching the glob.
-    #[arg(short = 'a', long = "glob-archives", value_name = "GLOB")]
-    glob_archives: Option<String>,
-    /// Comma-separated list of sorting keys; valid keys are: timestamp, name, id; default is: timestamp
-    #[arg(long = "sort-by", value_name = "KEYS", default_value = "timestamp", value_parser = parse_sort_by)]
-    sort_by: String,
-    /// consider first N archives after other filters were applied
-    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "last")]
-    first: usize,
-    /// consider last N archives after other filters were applied
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    last: usize,
+    #[command(flatten)]
+    filter: ArchiveFilterArgs,
     /// repository or archive to list contents of
     #[arg(value_name = "REPOSITORY_OR_ARCHIVE")]
     location: Option<String>,
     /// paths to list; patterns are supported
     #[arg(value_name = "PATH")]
     paths: Vec<String>,
-}
-
-fn parse_sort_by(text: &str) -> Result<String, String> {
-    for token in text.split(',') {
-        if !matches!(token, "timestamp" | "name" | "id") {
-            return Err(format!("Invalid sort key: {token}"));
-        }
-    }
-    Ok(text.to_string())
 }
 
 pub fn run(ctx: &mut Context, args: ListArgs) -> CmdResult {
@@ -140,96 +114,6 @@ fn io_err(e: std::io::Error) -> CmdError {
     }
 }
 
-/// borg's `shellpattern` glob for archive names (`*`, `?`, `[...]`, `[!...]`; `*` and `?` do
-/// not match `/`).
-fn glob_match(pattern: &[char], name: &[char]) -> bool {
-    let Some((&p, rest)) = pattern.split_first() else {
-        return name.is_empty();
-    };
-    match p {
-        '*' => {
-            let rest = if rest.len() >= 2 && rest[0] == '*' && rest[1] == '/' {
-                &rest[2..]
-            } else {
-                rest
-            };
-            let any_dirs = rest.len() != pattern.len() - 1;
-            (0..=name.len()).any(|i| {
-                let skipped = &name[..i];
-                (any_dirs || !skipped.contains(&'/')) && glob_match(rest, &name[i..])
-            })
-        }
-        '?' => name.first().is_some_and(|&c| c != '/') && glob_match(rest, &name[1..]),
-        '[' => {
-            let mut j = 0;
-            if rest.first() == Some(&'!') {
-                j += 1;
-            }
-            if rest.get(j) == Some(&']') {
-                j += 1;
-            }
-            while j < rest.len() && rest[j] != ']' {
-                j += 1;
-            }
-            if j >= rest.len() {
-                // no closing bracket: a literal '['
-                return name.first() == Some(&'[') && glob_match(rest, &name[1..]);
-            }
-            let (class, after) = (&rest[..j], &rest[j + 1..]);
-            let (negate, class) = match class.split_first() {
-                Some((&'!', c)) => (true, c),
-                _ => (false, class),
-            };
-            let Some(&c) = name.first() else { return false };
-            let mut hit = false;
-            let mut k = 0;
-            while k < class.len() {
-                if k + 2 < class.len() && class[k + 1] == '-' {
-                    hit |= class[k] <= c && c <= class[k + 2];
-                    k += 3;
-                } else {
-                    hit |= class[k] == c;
-                    k += 1;
-                }
-            }
-            hit != negate && glob_match(after, &name[1..])
-        }
-        c => name.first() == Some(&c) && glob_match(rest, &name[1..]),
-    }
-}
-
-/// The archives `args` select, in output order (borg's `Manifest.archives.list_considering`).
-fn select_archives<'m>(
-    args: &ListArgs,
-    manifest: &'m Manifest,
-) -> Vec<(&'m String, &'m ArchiveEntry)> {
-    let glob = match (&args.prefix, &args.glob_archives) {
-        (Some(p), _) => Some(format!("{p}*")),
-        (None, g) => g.clone(),
-    };
-    let glob: Vec<char> = glob.unwrap_or_else(|| "*".into()).chars().collect();
-    let mut archives: Vec<_> = manifest
-        .archives
-        .iter()
-        .filter(|(name, _)| glob_match(&glob, &name.chars().collect::<Vec<_>>()))
-        .filter(|(name, _)| args.consider_checkpoints || !name.contains(".checkpoint"))
-        .collect();
-    for key in args.sort_by.split(',').rev() {
-        match key {
-            "name" => archives.sort_by(|a, b| a.0.cmp(b.0)),
-            "id" => archives.sort_by_key(|a| a.1.id),
-            _ => archives.sort_by_key(|a| parse_timestamp(&a.1.time)),
-        }
-    }
-    if args.first > 0 {
-        archives.truncate(args.first);
-    } else if args.last > 0 {
-        let skip = archives.len().saturating_sub(args.last);
-        archives.drain(..skip);
-    }
-    archives
-}
-
 /// The repository location as borg's JSON shows it: for local repositories the absolute,
 /// normalized path (Python's `os.path.abspath`).
 fn json_location(loc: &rborg_repository::location::Location) -> String {
@@ -294,7 +178,7 @@ fn list_repository(
         )
     });
     let mut json_archives: Vec<Vec<(String, String)>> = Vec::new();
-    for (name, entry) in select_archives(args, manifest) {
+    for (name, entry) in args.filter.select(manifest, args.consider_checkpoints)? {
         let meta = if needs_meta {
             Some(ArchiveMeta::load(repository, key, &entry.id, false).map_err(read_err)?)
         } else {
@@ -694,26 +578,6 @@ fn list_archive(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn g(p: &str, n: &str) -> bool {
-        glob_match(
-            &p.chars().collect::<Vec<_>>(),
-            &n.chars().collect::<Vec<_>>(),
-        )
-    }
-
-    #[test]
-    fn globs() {
-        assert!(g("*", "abc"));
-        assert!(g("a*c", "abbbc"));
-        assert!(!g("a*c", "abbbd"));
-        assert!(g("a?c", "abc"));
-        assert!(g("[ab]x", "bx"));
-        assert!(!g("[!ab]x", "bx"));
-        assert!(g("[a-c]x", "bx"));
-        assert!(!g("*", "a/b"));
-        assert!(g("**/b", "a/x/b"));
-    }
 
     #[test]
     fn path_prefixes() {

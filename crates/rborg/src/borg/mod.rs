@@ -4,10 +4,12 @@
 //! scripts and borg's own test suite can drive rborg in place of borg. Each command lives in its
 //! own module and works through the library crates; this module parses and dispatches.
 
+mod archives;
 mod check;
 mod common;
 mod compact;
 mod config;
+mod create;
 mod debug;
 mod delete;
 mod extract;
@@ -44,6 +46,8 @@ struct BorgCli {
 enum BorgCommand {
     /// Initialize an empty repository
     Init(init::InitArgs),
+    /// Create new archive
+    Create(create::CreateArgs),
     /// Check repository consistency
     Check(check::CheckArgs),
     /// compact segment files in the repository
@@ -94,6 +98,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
     let result = match cli.command {
         BorgCommand::Init(a) => init::run(&mut ctx, a),
+        BorgCommand::Create(a) => create::run(&mut ctx, a),
         BorgCommand::Check(a) => check::run(&mut ctx, a),
         BorgCommand::Compact(a) => compact::run(&mut ctx, a),
         BorgCommand::BreakLock(a) => locks::run(&mut ctx, a),
