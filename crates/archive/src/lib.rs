@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod cache;
+pub mod check;
 pub mod create;
 pub mod delete;
 pub mod error;

@@ -104,6 +104,10 @@ fn repositories_rborg_initializes_are_used_by_borg_in_every_mode() {
             &format!("rborg check ({mode})"),
         );
         ok(
+            &sb.rborg(&["check", "--verify-data", &repo]),
+            &format!("rborg check --verify-data ({mode})"),
+        );
+        ok(
             &sb.borg(&["delete", &format!("{repo}::first")]),
             "borg delete",
         );
@@ -410,5 +414,57 @@ fn locks_are_honoured_both_ways() {
     assert_eq!(
         ok(&sb.borg(&["config", "r", "append_only"]), "borg config").trim(),
         "1"
+    );
+}
+
+#[test]
+fn archive_check_finds_what_borg_finds() {
+    if !borg_available("interop test") {
+        return;
+    }
+    let sb = Sandbox::new();
+    ok(&sb.borg(&["init", "-e", "repokey", "r"]), "borg init");
+    ok(&sb.borg(&["create", "r::one", "src"]), "borg create");
+    ok(
+        &sb.borg(&["create", "r::two", "src/hello.txt"]),
+        "borg create",
+    );
+    ok(
+        &sb.rborg(&["check", "--verify-data", "r"]),
+        "rborg check of a healthy repository",
+    );
+    // Lose archive "one"'s metadata object: both tools report it, and the chunks only it used
+    // become orphans; both exit with 1 (warning).
+    let ids = ok(
+        &sb.borg(&["list", "--format", "{name} {id}{NL}", "r"]),
+        "borg list",
+    );
+    let one = ids
+        .lines()
+        .find_map(|l| l.strip_prefix("one "))
+        .unwrap()
+        .to_string();
+    ok(
+        &sb.rborg(&["debug", "delete-obj", "r", &one]),
+        "rborg debug delete-obj",
+    );
+    let ours = sb.rborg(&["check", "r"]);
+    let theirs = sb.borg(&["check", "r"]);
+    assert_eq!(ours.status.code(), Some(1), "{}", stderr(&ours));
+    assert_eq!(
+        theirs.status.code(),
+        ours.status.code(),
+        "{}",
+        stderr(&theirs)
+    );
+    let ours = stderr(&ours);
+    assert!(
+        ours.contains(&format!("Archive metadata block {one} is missing!")),
+        "{ours}"
+    );
+    assert!(ours.contains("orphaned objects found!"), "{ours}");
+    assert!(
+        ours.contains("Archive consistency check complete, problems found."),
+        "{ours}"
     );
 }

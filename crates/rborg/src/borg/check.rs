@@ -7,7 +7,12 @@ use super::archives::ArchiveFilterArgs;
 use super::common::{
     yes_with, CmdError, CmdResult, Context, EXIT_ERROR, EXIT_SUCCESS, EXIT_WARNING,
 };
-use super::open::{location, open_repository, LockMode};
+use rborg_archive::check::{self, Severity};
+use rborg_archive::manifest::Operation;
+use rborg_repository::location::Location;
+use rborg_repository::LocalRepository;
+
+use super::open::{location, open_repository, open_with_manifest, LockMode};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -64,15 +69,28 @@ pub fn run(ctx: &mut Context, args: CheckArgs) -> CmdResult {
             .error("--repository-only is required for --max-duration support.");
         return Ok(EXIT_ERROR);
     }
-    let _ = (args.save_space, &args.filter.sort_by);
-    if !args.repo_only {
-        return Err(CmdError::new(
-            "archive checks are not supported by this rborg version yet: use --repository-only \
-             (real borg can run the archive checks on the same repository)",
-        ));
-    }
+    let _ = args.save_space;
     let loc = location(args.location.as_deref())?;
-    let mut repository = open_repository(ctx, &loc, LockMode::Exclusive)?;
+    let mut code = EXIT_SUCCESS;
+    if !args.archives_only {
+        let mut repository = open_repository(ctx, &loc, LockMode::Exclusive)?;
+        if !check_repository(ctx, &mut repository, &args)? {
+            code = EXIT_WARNING;
+        }
+        repository.close()?;
+    }
+    if !args.repo_only && !check_archives(ctx, &loc, &args)? {
+        code = EXIT_WARNING;
+    }
+    Ok(code)
+}
+
+/// The repository part (segments and index); true when no problem remains.
+fn check_repository(
+    ctx: &Context,
+    repository: &mut LocalRepository,
+    args: &CheckArgs,
+) -> Result<bool, CmdError> {
     ctx.log.info("Starting repository check");
     let partial = args.max_duration > 0;
     let report = if partial {
@@ -100,10 +118,48 @@ pub fn run(ctx: &mut Context, args: CheckArgs) -> CmdResult {
             "Finished {mode} repository check, no problems found."
         ));
     }
-    repository.close()?;
-    Ok(if report.ok {
-        EXIT_SUCCESS
+    Ok(report.ok)
+}
+
+/// The archive part (borg's `ArchiveChecker` without repair); true when no problem was found.
+fn check_archives(ctx: &Context, loc: &Location, args: &CheckArgs) -> Result<bool, CmdError> {
+    ctx.log.info("Starting archive consistency check...");
+    let mut opened = open_with_manifest(ctx, loc, LockMode::Exclusive, &[Operation::Check])?;
+    let manifest = std::mem::take(&mut opened.manifest);
+    let (selected, check_all) = match &loc.archive {
+        Some(name) => {
+            if !manifest.archives.contains_key(name) {
+                return Err(CmdError::new(format!("Archive {name} does not exist")));
+            }
+            (vec![name.clone()], false)
+        }
+        None => (args.filter.select_names(&manifest)?, !args.filter.any()),
+    };
+    let report = check::check_archives(
+        &mut opened.repository,
+        &opened.key.key,
+        &manifest,
+        &selected,
+        check_all,
+        args.verify_data,
+    )?;
+    for (severity, line) in &report.lines {
+        match severity {
+            Severity::Info => ctx.log.info(line),
+            Severity::Error => ctx.log.error(line),
+        }
+    }
+    if report.ok() {
+        ctx.log
+            .info("Archive consistency check complete, no problems found.");
     } else {
-        EXIT_WARNING
-    })
+        if args.repair {
+            ctx.log
+                .error("rborg cannot repair archives yet; real borg's check --repair can.");
+        }
+        ctx.log
+            .error("Archive consistency check complete, problems found.");
+    }
+    opened.repository.close()?;
+    Ok(report.ok())
 }

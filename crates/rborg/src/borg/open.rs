@@ -65,6 +65,7 @@ pub fn open_repository(
 pub struct Opened {
     pub repository: LocalRepository,
     pub key: UnlockedKey,
+    pub manifest: Manifest,
 }
 
 /// Opens the repository, unlocks its key, loads and verifies the manifest for `operations`,
@@ -92,5 +93,9 @@ pub fn open_with_manifest(
     })?;
     ctx.log
         .debug("security: repository checks ok, allowing access");
-    Ok(Opened { repository, key })
+    Ok(Opened {
+        repository,
+        key,
+        manifest,
+    })
 }
