@@ -164,25 +164,30 @@ impl Error {
 /// Format a byte count like borg's `format_file_size` (decimal units, two decimals, e.g.
 /// `"1.50 MB"`, `"999 B"`).
 pub fn format_file_size(v: i64) -> String {
-    const UNITS: [&str; 9] = ["", "k", "M", "G", "T", "P", "E", "Z", "Y"];
+    format_file_size_units(v, false)
+}
+
+/// borg's `format_file_size` / `sizeof_fmt` with precision 2, in decimal units or, with `iec`
+/// (`--iec`), in binary units (`"1.50 KiB"`).
+pub fn format_file_size_units(v: i64, iec: bool) -> String {
+    let (units, power): (&[&str], f64) = if iec {
+        (
+            &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"],
+            1024.0,
+        )
+    } else {
+        (&["", "k", "M", "G", "T", "P", "E", "Z", "Y"], 1000.0)
+    };
     let mut num = v as f64;
     let mut prec = 0usize;
-    let mut unit = UNITS[UNITS.len() - 1];
-    let mut found = false;
-    for u in &UNITS[..UNITS.len() - 1] {
-        let rounded = (num * 100.0).round() / 100.0;
-        if rounded.abs() < 1000.0 {
-            unit = u;
-            found = true;
-            break;
+    for (i, unit) in units.iter().enumerate() {
+        if i + 1 == units.len() || ((num * 100.0).round() / 100.0).abs() < power {
+            return format!("{num:.prec$} {unit}B");
         }
-        num /= 1000.0;
+        num /= power;
         prec = 2;
     }
-    if !found {
-        unit = UNITS[UNITS.len() - 1];
-    }
-    format!("{num:.prec$} {unit}B")
+    unreachable!("the last unit always returns")
 }
 
 #[cfg(test)]

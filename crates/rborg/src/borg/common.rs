@@ -312,3 +312,8 @@ impl PassphraseProvider for InteractivePassphrase {
 pub fn parse_file_size(s: &str) -> Result<u64, String> {
     rborg_repository::config::parse_file_size(s).ok_or_else(|| format!("invalid file size: {s:?}"))
 }
+
+/// borg's `format_file_size` for byte counts, decimal or with `--iec` binary units.
+pub fn format_file_size(v: u64, iec: bool) -> String {
+    rborg_repository::error::format_file_size_units(i64::try_from(v).unwrap_or(i64::MAX), iec)
+}

@@ -20,7 +20,7 @@ use rborg_compress::CompressionSpec;
 use rborg_crypto::paths::std_env;
 use rborg_repository::Repository;
 
-use super::common::{CmdError, CmdResult, Context, EXIT_SUCCESS, EXIT_WARNING};
+use super::common::{format_file_size, CmdError, CmdResult, Context, EXIT_SUCCESS, EXIT_WARNING};
 use super::open::{location, open_with_manifest, LockMode};
 use super::BORG_VERSION;
 
@@ -308,28 +308,6 @@ fn rand_bytes() -> [u8; 16] {
         half.copy_from_slice(&h.finish().to_le_bytes());
     }
     out
-}
-
-/// borg's `sizeof_fmt` (decimal, or IEC with `--iec`), precision 2.
-pub fn format_file_size(v: u64, iec: bool) -> String {
-    let (units, power): (&[&str], f64) = if iec {
-        (
-            &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"],
-            1024.0,
-        )
-    } else {
-        (&["", "k", "M", "G", "T", "P", "E", "Z", "Y"], 1000.0)
-    };
-    let mut num = v as f64;
-    let mut prec = 0;
-    for (i, u) in units.iter().enumerate() {
-        if i + 1 == units.len() || ((num * 100.0).round() / 100.0).abs() < power {
-            return format!("{num:.prec$} {u}B");
-        }
-        num /= power;
-        prec = 2;
-    }
-    String::new()
 }
 
 /// borg's `format_timedelta`.

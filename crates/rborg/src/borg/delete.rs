@@ -14,8 +14,9 @@ use rborg_crypto::paths::std_env;
 use rborg_repository::Repository;
 
 use super::archives::ArchiveFilterArgs;
+use super::common::format_file_size;
 use super::common::{yes_with, CmdError, CmdResult, Context, EXIT_ERROR, EXIT_WARNING};
-use super::info::{cache_str, format_file_size, STATS_HEADER};
+use super::info::{cache_str, STATS_HEADER};
 use super::open::{location, open_repository, open_with_manifest, LockMode};
 
 const DASHES: &str =

@@ -20,7 +20,7 @@ use rborg_crypto::KeyType;
 use rborg_repository::Repository;
 
 use super::archives::ArchiveFilterArgs;
-use super::common::{CmdError, CmdResult, Context, EXIT_SUCCESS};
+use super::common::{format_file_size, CmdError, CmdResult, Context, EXIT_SUCCESS};
 use super::open::{location, open_with_manifest, LockMode};
 
 const DASHES: &str =
@@ -40,28 +40,6 @@ pub struct InfoArgs {
     /// repository or archive to display information about
     #[arg(value_name = "REPOSITORY_OR_ARCHIVE")]
     location: Option<String>,
-}
-
-/// borg's `format_file_size` (`sizeof_fmt`, precision 2, decimal or IEC units).
-pub fn format_file_size(v: u64, iec: bool) -> String {
-    let (units, power): (&[&str], f64) = if iec {
-        (
-            &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"],
-            1024.0,
-        )
-    } else {
-        (&["", "k", "M", "G", "T", "P", "E", "Z", "Y"], 1000.0)
-    };
-    let mut num = v as f64;
-    let mut prec = 0;
-    for (i, unit) in units.iter().enumerate() {
-        if i + 1 == units.len() || ((num * 100.0).round() / 100.0).abs() < power {
-            return format!("{num:.prec$} {unit}B");
-        }
-        num /= power;
-        prec = 2;
-    }
-    String::new()
 }
 
 /// borg's `format_timedelta`.
