@@ -23,13 +23,11 @@
 //! # Ok(()) }
 //! ```
 
-use rborg_compress::CompressionSpec;
-use rborg_crypto::{msgpack, Key, NonceManager, TamContext};
+use rborg_crypto::{msgpack, Key, TamContext};
 use rborg_repository::Repository;
 use rmpv::Value;
 
 use crate::archive::{fetch_object, ArchiveMeta, ReadError};
-use crate::manifest::{RepositoryNonces, MANIFEST_ID};
 use crate::refcount::{ArchiveRefs, RefCounts};
 use crate::{ArchiveEntry, Manifest};
 
@@ -150,21 +148,7 @@ pub fn rename_archive(
     }
     let plain = rborg_crypto::pack_and_authenticate(key, &Value::Map(map), TamContext::Archive)?;
     let new_id = key.id_hash(&plain);
-    let compressed = CompressionSpec::Lz4.compressor().compress(&plain);
-    let manifest_nonce = match repository.get(&MANIFEST_ID) {
-        Ok(m) => key.nonce_after_manifest(&m).unwrap_or(0),
-        Err(rborg_repository::Error::ObjectNotFound { .. }) => 0,
-        Err(e) => return Err(e.into()),
-    };
-    let envelope = {
-        let mut nonces = NonceManager::new(
-            RepositoryNonces(&mut *repository),
-            nonce_file,
-            manifest_nonce,
-        );
-        key.encrypt_next(&compressed, &mut nonces)?
-    };
-    repository.put(&new_id, &envelope)?;
+    crate::manifest::put_metadata_object(repository, key, &new_id, &plain, nonce_file)?;
     if new_id != entry.id {
         repository.delete(&entry.id)?;
     }

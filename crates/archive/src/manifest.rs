@@ -295,23 +295,36 @@ impl Manifest {
             rborg_crypto::pack_and_authenticate(key, &self.to_value(), TamContext::Manifest)?;
         self.tam_verified = true;
         self.id = key.id_hash(&data);
-        let compressed = CompressionSpec::Lz4.compressor().compress(&data);
-        let manifest_nonce = match repository.get(&MANIFEST_ID) {
-            Ok(old) => key.nonce_after_manifest(&old).unwrap_or(0),
-            Err(rborg_repository::Error::ObjectNotFound { .. }) => 0,
-            Err(e) => return Err(e.into()),
-        };
-        let envelope = {
-            let mut nonces = NonceManager::new(
-                RepositoryNonces(&mut *repository),
-                nonce_file,
-                manifest_nonce,
-            );
-            key.encrypt_next(&compressed, &mut nonces)?
-        };
-        repository.put(&MANIFEST_ID, &envelope)?;
-        Ok(())
+        put_metadata_object(repository, key, &MANIFEST_ID, &data, nonce_file)
     }
+}
+
+/// Stores a metadata object (the manifest, an archive's metadata) as borg does: lz4-compressed
+/// and encrypted with a fresh nonce reserved after the current manifest's (borg's
+/// `key.encrypt` with the default compressor), then `put` (not committed).
+pub fn put_metadata_object(
+    repository: &mut dyn Repository,
+    key: &Key,
+    id: &ObjectId,
+    plaintext: &[u8],
+    nonce_file: std::path::PathBuf,
+) -> Result<()> {
+    let compressed = CompressionSpec::Lz4.compressor().compress(plaintext);
+    let manifest_nonce = match repository.get(&MANIFEST_ID) {
+        Ok(old) => key.nonce_after_manifest(&old).unwrap_or(0),
+        Err(rborg_repository::Error::ObjectNotFound { .. }) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    let envelope = {
+        let mut nonces = NonceManager::new(
+            RepositoryNonces(&mut *repository),
+            nonce_file,
+            manifest_nonce,
+        );
+        key.encrypt_next(&compressed, &mut nonces)?
+    };
+    repository.put(id, &envelope)?;
+    Ok(())
 }
 
 /// Reads the raw manifest object, mapping "not found" to borg's `NoManifestError`.

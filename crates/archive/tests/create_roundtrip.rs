@@ -63,7 +63,8 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 
 fn make_tree(root: &Path) {
     std::fs::create_dir_all(root.join("d/e")).unwrap();
-    std::fs::write(root.join("a.bin"), noise(1, 3_000_000)).unwrap();
+    // larger than the 8 MiB maximum chunk, so it has at least two chunks whatever the key's seed
+    std::fs::write(root.join("a.bin"), noise(1, 9_000_000)).unwrap();
     std::fs::write(root.join("d/b.txt"), b"bee").unwrap();
     std::fs::write(root.join("d/e/skip.o"), b"object").unwrap();
     std::fs::write(root.join("empty"), b"").unwrap();
