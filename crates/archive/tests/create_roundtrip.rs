@@ -3,6 +3,7 @@
 //! as one master plus slaves, excludes apply, the archive metadata carries borg's keys and a
 //! valid TAM, and a second run of the same tree stores only metadata.
 
+use rborg_testkit::noise;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -47,18 +48,6 @@ impl Reporter for Collect {
     fn warning(&mut self, message: &str) {
         self.warnings.push(message.to_string());
     }
-}
-
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
 }
 
 fn make_tree(root: &Path) {

@@ -12,38 +12,25 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use rborg_testkit::{borg_command, noise, BORG};
+
 const PASSPHRASE: &str = "create-test-pw";
 
 fn borg_available() -> bool {
-    let present = Path::new("/usr/bin/borg").exists() && Path::new("/usr/bin/python3").exists();
-    if !present {
-        assert!(
-            std::env::var("RBORG_REQUIRE_BORG").as_deref() != Ok("1"),
-            "RBORG_REQUIRE_BORG=1 but /usr/bin/borg is missing"
-        );
-        eprintln!("borg is not installed: skipping the create interop test");
-    }
-    present
+    rborg_testkit::borg_available("create interop test")
 }
 
 fn command(dir: &Path, program: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(dir)
-        .env("BORG_BASE_DIR", dir.join("home"))
-        .env("BORG_PASSPHRASE", PASSPHRASE)
-        .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
-        .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
+    let mut cmd = borg_command(program, args, dir, &dir.join("home"), PASSPHRASE);
+    cmd.env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
         .env("TZ", "UTC")
         .env("LANG", "C.UTF-8")
-        .env("LC_ALL", "C.UTF-8")
-        .env_remove("BORG_REPO")
-        .env_remove("BORG_KEYS_DIR");
+        .env("LC_ALL", "C.UTF-8");
     cmd
 }
 
 fn borg(dir: &Path, args: &[&str]) -> Output {
-    command(dir, "/usr/bin/borg", args).output().unwrap()
+    command(dir, BORG, args).output().unwrap()
 }
 
 fn rborg(dir: &Path, args: &[&str]) -> Output {
@@ -56,26 +43,7 @@ fn rborg(dir: &Path, args: &[&str]) -> Output {
 
 #[track_caller]
 fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// xorshift64* noise, deterministic per seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
+    rborg_testkit::ok(out, what);
 }
 
 fn xattrs_supported(dir: &Path) -> bool {
