@@ -136,6 +136,9 @@ pub struct CreateOptions {
     pub numeric_ids: bool,
     /// `-x/--one-file-system`: do not cross filesystem boundaries.
     pub one_file_system: bool,
+    /// `--read-special`: read FIFOs and block/char devices (also through symlinks) like regular
+    /// files and store them as regular files, as borg does.
+    pub read_special: bool,
     /// `-e/--exclude` patterns (directories matched are not descended into).
     pub excludes: Vec<Pattern>,
     /// `--exclude-caches`.
@@ -179,6 +182,7 @@ impl Default for CreateOptions {
             compression: CompressionSpec::Lz4,
             numeric_ids: false,
             one_file_system: false,
+            read_special: false,
             excludes: Vec::new(),
             exclude_caches: false,
             exclude_if_present: Vec::new(),
@@ -910,6 +914,35 @@ impl Walker<'_> {
 
     fn process_nondir(&mut self, path: &[u8], md: &Metadata) -> Step {
         let ft = md.mode() & S_IFMT;
+        if self.opts.read_special {
+            let is_special = |m: &Metadata| {
+                matches!(
+                    m.mode() & S_IFMT,
+                    crate::item::S_IFIFO | crate::item::S_IFCHR | crate::item::S_IFBLK
+                )
+            };
+            // borg follows a symlink only when it points to a special file
+            let target = if ft == crate::item::S_IFLNK {
+                std::fs::metadata(OsStr::from_bytes(path)).ok()
+            } else {
+                Some(md.clone())
+            };
+            if let Some(target) = target.filter(is_special) {
+                if self.opts.dry_run {
+                    return self.send(Event::Status('-', path.to_vec()));
+                }
+                let item = Item::new(make_path_safe(path), target.mode());
+                return self.process_file(
+                    path,
+                    item,
+                    &target,
+                    FileRole {
+                        special: true,
+                        ..FileRole::default()
+                    },
+                );
+            }
+        }
         let status = match ft {
             S_IFREG => None,
             crate::item::S_IFLNK => Some('s'),
@@ -951,7 +984,19 @@ impl Walker<'_> {
                 }
                 self.stat_attrs(&mut item, path, md);
             }
-            S_IFREG => return self.process_file(path, item, md, hardlinkable, master, slave),
+            S_IFREG => {
+                return self.process_file(
+                    path,
+                    item,
+                    md,
+                    FileRole {
+                        hardlinked: hardlinkable,
+                        master,
+                        slave,
+                        special: false,
+                    },
+                )
+            }
             _ => {
                 if ft == crate::item::S_IFCHR || ft == crate::item::S_IFBLK {
                     item.rdev = Some(md.rdev());
@@ -975,9 +1020,15 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn open_noatime(path: &[u8]) -> std::io::Result<File> {
+    /// Opens `path` for reading without updating its atime where allowed; `follow` lets a
+    /// symlink be followed (only `--read-special` does that).
+    fn open_noatime(path: &[u8], follow: bool) -> std::io::Result<File> {
         let p = OsStr::from_bytes(path);
-        let base = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NOCTTY;
+        let base = if follow {
+            nix::fcntl::OFlag::O_NOCTTY
+        } else {
+            nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NOCTTY
+        };
         let with = (base | nix::fcntl::OFlag::O_NOATIME).bits();
         match std::fs::OpenOptions::new()
             .read(true)
@@ -994,16 +1045,14 @@ impl Walker<'_> {
         }
     }
 
-    fn process_file(
-        &mut self,
-        path: &[u8],
-        mut item: Item,
-        md: &Metadata,
-        hardlinked: bool,
-        master: bool,
-        slave: bool,
-    ) -> Step {
-        let file = match Self::open_noatime(path) {
+    fn process_file(&mut self, path: &[u8], mut item: Item, md: &Metadata, role: FileRole) -> Step {
+        let FileRole {
+            hardlinked,
+            master,
+            slave,
+            special,
+        } = role;
+        let file = match Self::open_noatime(path, special) {
             Ok(f) => f,
             Err(e) => return self.warn_error(path, "open", &e),
         };
@@ -1013,6 +1062,10 @@ impl Walker<'_> {
         };
         let safe = item.path.clone();
         self.simple_attrs(&mut item, &md);
+        if special {
+            // borg stores a special file read with --read-special as a regular file
+            item.mode = Some(S_IFREG | (md.mode() & 0o7777));
+        }
         let mut status = if slave { Some('h') } else { Some('A') };
         if !slave {
             item.hardlink_master = Some(hardlinked);
@@ -1210,6 +1263,19 @@ enum ReadFailure {
     Io(std::io::Error),
 }
 
+/// How a file item relates to other items and how it is opened.
+#[derive(Clone, Copy, Debug, Default)]
+struct FileRole {
+    /// The file has more than one link.
+    hardlinked: bool,
+    /// This item carries the chunks for the other links.
+    master: bool,
+    /// Another item already carries this file's chunks.
+    slave: bool,
+    /// A FIFO or device read with `--read-special` (symlinks to it are followed).
+    special: bool,
+}
+
 /// borg's Linux `get_flags`: FS_IOC_GETFLAGS, mapped to the BSD flags borg stores
 /// (`UF_NODUMP`, `UF_IMMUTABLE`, `UF_APPEND`, `UF_COMPRESSED`).
 fn linux_flags(path: &[u8], file: Option<&File>) -> Option<u64> {
@@ -1218,7 +1284,7 @@ fn linux_flags(path: &[u8], file: Option<&File>) -> Option<u64> {
     let f = match file {
         Some(f) => f,
         None => {
-            opened = Walker::open_noatime(path).ok()?;
+            opened = Walker::open_noatime(path, false).ok()?;
             &opened
         }
     };

@@ -367,11 +367,6 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
         ));
     };
     let name = replace_placeholders(&raw_name).map_err(CmdError::new)?;
-    if args.read_special {
-        return Err(CmdError::new(
-            "--read-special is not supported by this rborg version",
-        ));
-    }
     let mut excludes = Vec::new();
     for p in &args.exclude {
         excludes.push(Pattern::parse(p).map_err(|e| CmdError::new(e.to_string()))?);
@@ -429,6 +424,7 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
         compression: args.compression.clone(),
         numeric_ids: args.numeric_ids,
         one_file_system: args.one_file_system,
+        read_special: args.read_special,
         excludes,
         exclude_caches: args.exclude_caches,
         exclude_if_present: args.exclude_if_present.clone(),
