@@ -418,3 +418,51 @@ fn fastcdc_and_stdin() {
         .as_bytes()
         .ends_with(b"tree"));
 }
+
+#[test]
+fn read_special_stores_a_fifo_behind_a_symlink_as_a_regular_file() {
+    if !borg_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let input = dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    let fifo = input.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::os::unix::fs::symlink(&fifo, input.join("link_fifo")).unwrap();
+    ok(
+        &rborg(dir, &["init", "-e", "repokey", "repo"]),
+        "rborg init",
+    );
+    let data = b"foobar".repeat(1000);
+    let feeder = {
+        let (fifo, data) = (fifo.clone(), data.clone());
+        std::thread::spawn(move || std::fs::write(fifo, data).unwrap())
+    };
+    ok(
+        &rborg(
+            dir,
+            &["create", "--read-special", "repo::t", "input/link_fifo"],
+        ),
+        "rborg create --read-special",
+    );
+    feeder.join().unwrap();
+    // borg lists and extracts it as a regular file with the FIFO's content
+    let listing = list(dir, "repo::t");
+    assert!(
+        listing.contains("-rw") && listing.contains("input/link_fifo"),
+        "{listing}"
+    );
+    let out = borg(dir, &["extract", "--stdout", "repo::t"]);
+    ok(&out, "borg extract --stdout");
+    assert_eq!(out.stdout, data);
+    ok(
+        &borg(dir, &["check", "--verify-data", "repo"]),
+        "borg check --verify-data",
+    );
+}
