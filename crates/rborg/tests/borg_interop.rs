@@ -468,3 +468,47 @@ fn archive_check_finds_what_borg_finds() {
         "{ours}"
     );
 }
+
+#[test]
+fn paper_key_import_answers_the_abort_question_and_restores_the_key() {
+    if !borg_available("interop test") {
+        return;
+    }
+    use std::io::Write;
+    let sb = Sandbox::new();
+    ok(&sb.borg(&["init", "-e", "keyfile", "r"]), "borg init");
+    let paper = ok(
+        &sb.borg(&["key", "export", "--paper", "r"]),
+        "borg key export --paper",
+    );
+    std::fs::remove_dir_all(sb.path("home/.config/borg/keys")).unwrap();
+    // An empty line asks "Abort import?"; "n" continues; then the lines as printed.
+    let mut typed = String::from("\nn\n");
+    for line in paper
+        .lines()
+        .filter(|l| l.starts_with("id:") || l.contains(": "))
+    {
+        typed.push_str(line.split_once(": ").map(|(_, rest)| rest).unwrap_or(line));
+        typed.push('\n');
+    }
+    let mut child = sb
+        .command(
+            env!("CARGO_BIN_EXE_rborg"),
+            &["borg", "key", "import", "--paper", "r"],
+            "secret",
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    ok(&out, "rborg key import --paper");
+    ok(&sb.borg(&["list", "r"]), "borg list with the imported key");
+}

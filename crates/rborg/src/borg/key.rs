@@ -1,6 +1,6 @@
 //! `borg key export|import|change-passphrase`: back up, restore and re-protect the key.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 
 use clap::{Args, Subcommand};
 use rborg_archive::keys::{store_key, KeyLocation, PassphraseProvider};
@@ -216,8 +216,6 @@ fn import(ctx: &mut Context, args: ImportArgs) -> CmdResult {
 /// a checksum error. `None` when the user aborts.
 fn import_paper_interactively(repository_id: &[u8; 32]) -> Result<Option<String>, CmdError> {
     let mut importer = PaperKeyImport::new(repository_id);
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
     loop {
         let prompt = match importer.state() {
             PaperKeyState::NeedIdLine => "id: ".to_string(),
@@ -226,9 +224,12 @@ fn import_paper_interactively(repository_id: &[u8; 32]) -> Result<Option<String>
         };
         print!("{prompt}");
         std::io::stdout().flush()?;
-        let Some(line) = lines.next().transpose()? else {
+        // One short lock per line: the "Abort import?" question reads stdin too, and stdin's
+        // lock is not reentrant.
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line)? == 0 {
             return Ok(None);
-        };
+        }
         if line.trim().is_empty() {
             if yes("Abort import? [yN]:", "BORG_ABORT_PAPER_IMPORT") {
                 return Ok(None);
