@@ -317,3 +317,22 @@ pub fn parse_file_size(s: &str) -> Result<u64, String> {
 pub fn format_file_size(v: u64, iec: bool) -> String {
     rborg_repository::error::format_file_size_units(i64::try_from(v).unwrap_or(i64::MAX), iec)
 }
+
+/// borg's `format_timedelta` for a duration in seconds (`1 hours 2 minutes 3.50 seconds`).
+pub fn format_timedelta(seconds: f64) -> String {
+    let days = (seconds / 86400.0).floor() as i64;
+    let s = seconds % 60.0;
+    let m = (seconds / 60.0) as i64 % 60;
+    let h = (seconds / 3600.0) as i64 % 24;
+    let mut txt = format!("{s:.2} seconds");
+    if m != 0 {
+        txt = format!("{m} minutes {txt}");
+    }
+    if h != 0 {
+        txt = format!("{h} hours {txt}");
+    }
+    if days != 0 {
+        txt = format!("{days} days {txt}");
+    }
+    txt
+}

@@ -20,7 +20,9 @@ use rborg_compress::CompressionSpec;
 use rborg_crypto::paths::std_env;
 use rborg_repository::Repository;
 
-use super::common::{format_file_size, CmdError, CmdResult, Context, EXIT_SUCCESS, EXIT_WARNING};
+use super::common::{
+    format_file_size, format_timedelta, CmdError, CmdResult, Context, EXIT_SUCCESS, EXIT_WARNING,
+};
 use super::open::{location, open_with_manifest, LockMode};
 use super::BORG_VERSION;
 
@@ -310,24 +312,9 @@ fn rand_bytes() -> [u8; 16] {
     out
 }
 
-/// borg's `format_timedelta`.
-fn format_timedelta(d: chrono::Duration) -> String {
-    let total = d.num_microseconds().unwrap_or(0) as f64 / 1e6;
-    let s = total % 60.0;
-    let m = (total / 60.0) as i64 % 60;
-    let h = (total / 3600.0) as i64 % 24;
-    let days = d.num_days();
-    let mut txt = format!("{s:.2} seconds");
-    if m != 0 {
-        txt = format!("{m} minutes {txt}");
-    }
-    if h != 0 {
-        txt = format!("{h} hours {txt}");
-    }
-    if days != 0 {
-        txt = format!("{days} days {txt}");
-    }
-    txt
+/// A duration in seconds, with microsecond precision.
+fn seconds(d: chrono::Duration) -> f64 {
+    d.num_microseconds().unwrap_or(0) as f64 / 1e6
 }
 
 fn local_time(t: NaiveDateTime) -> chrono::DateTime<Local> {
@@ -528,7 +515,7 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
             format!("Time (end):   {}", ft(created.end)),
             format!(
                 "Duration: {}",
-                format_timedelta(created.end - created.start)
+                format_timedelta(seconds(created.end - created.start))
             ),
             format!("Number of files: {}", s.nfiles),
             format!(
@@ -594,7 +581,7 @@ mod tests {
     #[test]
     fn timedelta() {
         assert_eq!(
-            format_timedelta(chrono::Duration::milliseconds(61_500)),
+            format_timedelta(seconds(chrono::Duration::milliseconds(61_500))),
             "1 minutes 1.50 seconds"
         );
     }

@@ -20,7 +20,9 @@ use rborg_crypto::KeyType;
 use rborg_repository::Repository;
 
 use super::archives::ArchiveFilterArgs;
-use super::common::{format_file_size, CmdError, CmdResult, Context, EXIT_SUCCESS};
+use super::common::{
+    format_file_size, format_timedelta, CmdError, CmdResult, Context, EXIT_SUCCESS,
+};
 use super::open::{location, open_with_manifest, LockMode};
 
 const DASHES: &str =
@@ -40,25 +42,6 @@ pub struct InfoArgs {
     /// repository or archive to display information about
     #[arg(value_name = "REPOSITORY_OR_ARCHIVE")]
     location: Option<String>,
-}
-
-/// borg's `format_timedelta`.
-fn format_timedelta(seconds: f64) -> String {
-    let days = (seconds / 86400.0).floor() as i64;
-    let s = seconds % 60.0;
-    let m = (seconds / 60.0) as i64 % 60;
-    let h = (seconds / 3600.0) as i64 % 24;
-    let mut txt = format!("{s:.2} seconds");
-    if m != 0 {
-        txt = format!("{m} minutes {txt}");
-    }
-    if h != 0 {
-        txt = format!("{h} hours {txt}");
-    }
-    if days != 0 {
-        txt = format!("{days} days {txt}");
-    }
-    txt
 }
 
 fn local_time(utc: &str) -> String {
