@@ -16,10 +16,20 @@ import hashlib
 import json
 import os
 import sys
+import atexit
+import shutil
 import tempfile
 from binascii import hexlify, unhexlify
 
-os.environ.setdefault('BORG_BASE_DIR', tempfile.mkdtemp(prefix='rborg-crypto-gen-'))
+
+def scratch_dir(prefix):
+    """A temporary directory removed when this script exits (the Rust tests run it many times)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+os.environ.setdefault('BORG_BASE_DIR', scratch_dir('rborg-crypto-gen-'))
 
 from borg.logger import setup_logging  # noqa: E402
 setup_logging(level='warning')
@@ -188,7 +198,7 @@ def sample_archive():
 
 def gen():
     os.makedirs(OUT, exist_ok=True)
-    tmpdir = tempfile.mkdtemp(prefix='rborg-crypto-keys-')
+    tmpdir = scratch_dir('rborg-crypto-keys-')
     real_urandom = os.urandom
     os.urandom = DetRandom('gen')
     try:
@@ -301,7 +311,7 @@ def gen_argon2():
 def live():
     """Answer one JSON request from stdin using borg's own code (used by the Rust live tests)."""
     req = json.load(sys.stdin)
-    tmpdir = tempfile.mkdtemp(prefix='rborg-crypto-live-')
+    tmpdir = scratch_dir('rborg-crypto-live-')
     mode = req['mode']
     repo = FakeRepo(unhexlify(req['repository_id']))
     res = {}

@@ -204,10 +204,15 @@ fn chunk_list(v: &Value) -> Option<Vec<ChunkListEntry>> {
         .collect()
 }
 
+/// borg stores an empty xattr value as `None` (msgpack nil, borg's `xattr.py` `get_all`), so
+/// nil decodes to an empty value.
 fn xattr_map(v: &Value) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
     v.as_map()?
         .iter()
-        .map(|(k, v)| Some((raw(k)?, raw(v)?)))
+        .map(|(k, v)| {
+            let value = if v.is_nil() { Vec::new() } else { raw(v)? };
+            Some((raw(k)?, value))
+        })
         .collect()
 }
 
@@ -364,7 +369,15 @@ impl Item {
             "xattrs" => self.xattrs.as_ref().map(|x| {
                 Value::Map(
                     x.iter()
-                        .map(|(k, v)| (Value::Binary(k.clone()), Value::Binary(v.clone())))
+                        .map(|(k, v)| {
+                            // an empty value is stored as nil, as borg does
+                            let value = if v.is_empty() {
+                                Value::Nil
+                            } else {
+                                Value::Binary(v.clone())
+                            };
+                            (Value::Binary(k.clone()), value)
+                        })
                         .collect(),
                 )
             }),

@@ -71,6 +71,7 @@ p = os.path.join(src, 'small.txt')
 try:
     os.setxattr(p, 'user.comment', b'an xattr value')
     os.setxattr(p, 'user.binary', bytes(range(256)))
+    os.setxattr(p, 'user.empty', b'')  # borg stores an empty value as None
     os.setxattr(os.path.join(src, 'dir'), 'user.dirattr', b'on a dir')
 except OSError as e:
     print('xattrs unsupported:', e, file=sys.stderr)

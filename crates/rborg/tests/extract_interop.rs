@@ -21,7 +21,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use rborg_testkit::{borg_available, borg_command, ok, python, python_command, BORG};
+use rborg_testkit::{
+    assert_same_tree as testkit_same_tree, borg_available, borg_command, ok, python_command,
+    tree_snapshot, SnapshotOptions, BORG,
+};
 
 const PASSPHRASE: &str = "extract-test-pw";
 
@@ -181,69 +184,20 @@ os.setxattr(d, 'system.posix_acl_default', acl([(1, 7, U), (2, 5, 4321), (4, 5, 
     src
 }
 
-/// Snapshot of a tree: per entry type/mode, owner, size, times in ns, link target, xattrs,
-/// content hash and the hard link group. `lstat` of everything is taken before any content
-/// is read, so reading does not disturb atimes.
-const SNAPSHOT: &str = r#"
-import hashlib, os, sys
-root = sys.argv[1]
-entries = []
-for d, dirs, files in os.walk(root):
-    for n in dirs + files:
-        p = os.path.join(d, n)
-        entries.append((os.path.relpath(p, root), os.lstat(p)))
-entries.sort()
-groups = {}
-for rel, st in entries:
-    groups.setdefault(st.st_ino, []).append(rel)
-for rel, st in entries:
-    p = os.path.join(root, rel)
-    line = [rel, oct(st.st_mode), str(st.st_uid), str(st.st_gid), str(st.st_size),
-            str(st.st_mtime_ns), str(st.st_nlink)]
-    import stat
-    # directory and symlink atimes change when the walk lists or follows them
-    if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
-        line.append(str(st.st_atime_ns))
-    if stat.S_ISLNK(st.st_mode):
-        line.append('-> ' + os.readlink(p))
-    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-        line.append('rdev %d' % st.st_rdev)
-    if stat.S_ISREG(st.st_mode):
-        with open(p, 'rb') as f:
-            line.append(hashlib.sha256(f.read()).hexdigest())
-        line.append('links ' + ','.join(groups[st.st_ino]))
-    xa = sorted((k, os.getxattr(p, k, follow_symlinks=False)) for k in os.listxattr(p, follow_symlinks=False))
-    line.append(repr(xa))
-    print(' '.join(line))
-"#;
+/// Everything borg archives, atimes included: two extractions of one archive must set the same
+/// atime whether the archive stored one or not.
+const SNAPSHOT: SnapshotOptions = SnapshotOptions {
+    sparse: false,
+    atime: true,
+};
 
 fn snapshot(root: &Path) -> String {
-    String::from_utf8(python(SNAPSHOT, [root]).stdout).unwrap()
+    tree_snapshot(root, SNAPSHOT)
 }
 
 #[track_caller]
 fn assert_same_tree(a: &Path, b: &Path, what: &str) {
-    let (sa, sb) = (snapshot(a), snapshot(b));
-    assert!(
-        sa.lines().count() > 3,
-        "{what}: snapshot of {} is nearly empty",
-        a.display()
-    );
-    if sa != sb {
-        let diff: Vec<String> = sa
-            .lines()
-            .zip(sb.lines())
-            .filter(|(x, y)| x != y)
-            .map(|(x, y)| format!("borg : {x}\nrborg: {y}"))
-            .take(10)
-            .collect();
-        panic!(
-            "{what}: trees differ ({} vs {} entries)\n{}",
-            sa.lines().count(),
-            sb.lines().count(),
-            diff.join("\n")
-        );
-    }
+    testkit_same_tree(a, b, SNAPSHOT, what)
 }
 
 /// Allocated bytes of a file (to check that `--sparse` made holes).

@@ -12,7 +12,10 @@
 //! * [`python`] / [`python_output`] / [`python_command`]: scripts run by the `/usr/bin/python3` that can import
 //!   borg's own modules;
 //! * [`ok`]: assert that a command succeeded, with its output in the failure message;
-//! * [`noise`]: deterministic pseudo-random file contents.
+//! * [`noise`]: deterministic pseudo-random file contents;
+//! * [`tree_snapshot`] / [`assert_same_tree`]: compare two directory trees by everything borg
+//!   archives (type, mode, owner, size, ns times, link targets, xattrs, hard link groups, content);
+//! * [`borg14`]: the second oracle, borg 1.4.x built from PyPI in a venv, when installed.
 //!
 //! ```no_run
 //! use rborg_testkit::{borg_available, borg_command, ok, BORG};
@@ -118,6 +121,115 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
             (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
         })
         .collect()
+}
+
+/// A Python script printing one line per entry of the tree `argv[1]`: relative path, mode,
+/// uid, gid, size, mtime in ns, link count, atime in ns (with `atime` in the flags `argv[2]`;
+/// regular files, devices and fifos only: listing a directory or following a symlink changes
+/// its atime), symlink target, device number, the SHA-256 of the content, the hard link group,
+/// whether a file is sparse (with `sparse` in the flags) and the extended attributes. `lstat` of everything is taken before any
+/// content is read, so reading does not disturb atimes.
+const SNAPSHOT: &str = r#"
+import hashlib, os, stat, sys
+root = sys.argv[1]
+flags = sys.argv[2].split(',') if len(sys.argv) > 2 else []
+sparse, atime = 'sparse' in flags, 'atime' in flags
+entries = []
+for d, dirs, files in os.walk(root):
+    for n in dirs + files:
+        p = os.path.join(d, n)
+        entries.append((os.path.relpath(p, root), os.lstat(p)))
+entries.sort()
+groups = {}
+for rel, st in entries:
+    groups.setdefault(st.st_ino, []).append(rel)
+for rel, st in entries:
+    p = os.path.join(root, rel)
+    line = [rel, oct(st.st_mode), str(st.st_uid), str(st.st_gid), str(st.st_size),
+            str(st.st_mtime_ns), str(st.st_nlink)]
+    if atime and not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        line.append(str(st.st_atime_ns))
+    if stat.S_ISLNK(st.st_mode):
+        line.append('-> ' + os.readlink(p))
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        line.append('rdev %d' % st.st_rdev)
+    if stat.S_ISREG(st.st_mode):
+        with open(p, 'rb') as f:
+            line.append(hashlib.sha256(f.read()).hexdigest())
+        line.append('links ' + ','.join(groups[st.st_ino]))
+        if sparse and st.st_blocks * 512 < st.st_size:
+            line.append('sparse')
+    xa = sorted((k, os.getxattr(p, k, follow_symlinks=False)) for k in os.listxattr(p, follow_symlinks=False))
+    line.append(repr(xa))
+    print(' '.join(line))
+"#;
+
+/// What a [`tree_snapshot`] records beyond type, mode, owner, size, mtime, links, content and
+/// xattrs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnapshotOptions {
+    /// Mark regular files with fewer allocated bytes than their size (holes restored).
+    pub sparse: bool,
+    /// Record atimes (borg 1.2 stores them only with `create --atime`).
+    pub atime: bool,
+}
+
+/// One line per entry of the tree at `root` (see the script above).
+pub fn tree_snapshot(root: &Path, opts: SnapshotOptions) -> String {
+    let mut flags = Vec::new();
+    if opts.sparse {
+        flags.push("sparse");
+    }
+    if opts.atime {
+        flags.push("atime");
+    }
+    let flags = flags.join(",");
+    String::from_utf8(python(SNAPSHOT, [root.as_os_str(), OsStr::new(&flags)]).stdout)
+        .expect("the snapshot is UTF-8")
+}
+
+/// Asserts that the trees `a` and `b` hold the same entries with the same metadata and content
+/// ([`tree_snapshot`]), printing the first differing lines otherwise.
+#[track_caller]
+pub fn assert_same_tree(a: &Path, b: &Path, opts: SnapshotOptions, what: &str) {
+    let (sa, sb) = (tree_snapshot(a, opts), tree_snapshot(b, opts));
+    assert!(
+        sa.lines().count() > 3,
+        "{what}: snapshot of {} is nearly empty",
+        a.display()
+    );
+    if sa != sb {
+        let only_a: Vec<&str> = sa.lines().filter(|l| !sb.contains(l)).take(8).collect();
+        let only_b: Vec<&str> = sb.lines().filter(|l| !sa.contains(l)).take(8).collect();
+        panic!(
+            "{what}: trees differ ({} vs {} entries)\nonly in {}:\n{}\nonly in {}:\n{}",
+            sa.lines().count(),
+            sb.lines().count(),
+            a.display(),
+            only_a.join("\n"),
+            b.display(),
+            only_b.join("\n")
+        );
+    }
+}
+
+/// Where borg 1.4.x is installed: `RBORG_BORG14` or the venv `.ci/run` builds
+/// (`/var/tmp/borg14/bin/borg`). `None` (with a notice) when absent, unless
+/// `RBORG_REQUIRE_BORG14=1`, in which case this panics so CI cannot pass by skipping.
+pub fn borg14(what: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("RBORG_BORG14")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/borg14/bin/borg".into());
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("RBORG_REQUIRE_BORG14").as_deref() != Ok("1"),
+        "RBORG_REQUIRE_BORG14=1 but borg 1.4 is not at {}",
+        path.display()
+    );
+    eprintln!("borg 1.4 is not installed: skipping its part of the {what}");
+    None
 }
 
 #[cfg(test)]
