@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Whole-pipeline comparison: rborg against borg 1.2.4 (and restic, when installed) on one dataset.
+
+    benches/compare/pipeline.py [--rborg target/release/rborg] [--size-mib 1024] [--seed 1]
+                                [--rounds 3] [--work /var/tmp/rborg-pipeline]
+
+Makes the dataset with testdata/gen/gen-dataset.py (the workplace's bench/gen-dataset.py), then, for each
+round, runs every tool in turn (alternating the order between rounds, since these machines are noisy):
+a first backup into a fresh repository (repokey-blake2, zstd,3 for borg and rborg; restic's defaults), an
+unchanged re-run (the files cache), extract/restore of everything, and check --verify-data / check
+--read-data. After the rounds the dataset is mutated once (gen-dataset --mutate, about 2% changed) and every
+tool backs it up again into its last repository. Each command runs under /usr/bin/time, which gives wall
+time, user+sys CPU and peak RSS. Prints medians per operation and the ratios rborg/borg and rborg/restic.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, '..', '..'))
+GEN = os.path.join(ROOT, 'testdata', 'gen', 'gen-dataset.py')
+PASSPHRASE = 'pipeline-bench'
+
+
+def timed(argv, cwd, env):
+    """Runs argv under /usr/bin/time; returns (wall s, cpu s, peak RSS MiB). Fails loudly."""
+    with tempfile.NamedTemporaryFile('r') as t:
+        cmd = ['/usr/bin/time', '-o', t.name, '-f', '%e %U %S %M'] + argv
+        res = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if res.returncode not in (0, 1):  # 1 = borg warning
+            sys.exit('failed (%d): %s\n%s' % (res.returncode, ' '.join(argv), res.stderr.decode()[-2000:]))
+        wall, user, sys_, rss = t.read().split()[-4:]
+    return float(wall), float(user) + float(sys_), int(rss) / 1024
+
+
+class Tool:
+    def __init__(self, name, exe, base):
+        self.name, self.exe, self.base = name, exe, base
+
+    def env(self):
+        env = dict(os.environ, BORG_PASSPHRASE=PASSPHRASE, RESTIC_PASSWORD=PASSPHRASE,
+                   BORG_BASE_DIR=os.path.join(self.base, 'home'), RESTIC_CACHE_DIR=os.path.join(self.base, 'cache'),
+                   BORG_RELOCATED_REPO_ACCESS_IS_OK='yes', BORG_CHECK_I_KNOW_WHAT_I_AM_DOING='YES')
+        env.pop('BORG_REPO', None)
+        env.pop('RESTIC_REPOSITORY', None)
+        return env
+
+
+class Borgish(Tool):
+    """borg 1.2.4, or rborg through its borg command line."""
+
+    def cmd(self, *args):
+        return self.exe + list(args)
+
+    def fresh_repo(self, repo):
+        shutil.rmtree(self.base, ignore_errors=True)
+        os.makedirs(self.base)
+        subprocess.run(self.cmd('init', '-e', 'repokey-blake2', repo), env=self.env(), check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def backup(self, repo, name, data_parent):
+        return self.cmd('create', '-C', 'zstd,3', '%s::%s' % (repo, name), 'data'), data_parent
+
+    def restore(self, repo, name, target):
+        return self.cmd('extract', '%s::%s' % (repo, name)), target
+
+    def check(self, repo):
+        return self.cmd('check', '--verify-data', repo), None
+
+    def version(self):
+        return self.cmd('--version'), None
+
+
+class Restic(Tool):
+    def cmd(self, repo, *args):
+        return self.exe + ['-q', '-r', repo] + list(args)
+
+    def fresh_repo(self, repo):
+        shutil.rmtree(self.base, ignore_errors=True)
+        os.makedirs(self.base)
+        subprocess.run(self.cmd(repo, 'init'), env=self.env(), check=True, stdout=subprocess.DEVNULL)
+
+    def backup(self, repo, name, data_parent):
+        return self.cmd(repo, 'backup', '--tag', name, 'data'), data_parent
+
+    def restore(self, repo, name, target):
+        return self.cmd(repo, 'restore', 'latest', '--target', target), None
+
+    def check(self, repo):
+        return self.cmd(repo, 'check', '--read-data'), None
+
+    def version(self):
+        return self.exe + ['version'], None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--rborg', default=os.path.join(ROOT, 'target', 'release', 'rborg'))
+    ap.add_argument('--size-mib', type=int, default=1024)
+    ap.add_argument('--seed', type=int, default=1)
+    ap.add_argument('--rounds', type=int, default=3)
+    ap.add_argument('--work', default='/var/tmp/rborg-pipeline')
+    args = ap.parse_args()
+
+    work = args.work
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    data_parent = os.path.join(work, 'src')
+    os.makedirs(data_parent)
+    subprocess.run([sys.executable, GEN, os.path.join(data_parent, 'data'), '--size-mib', str(args.size_mib),
+                    '--seed', str(args.seed)], check=True)
+
+    tools = [Borgish('borg', ['/usr/bin/borg'], os.path.join(work, 'borg')),
+             Borgish('rborg', [os.path.abspath(args.rborg), 'borg'], os.path.join(work, 'rborg'))]
+    if shutil.which('restic'):
+        tools.append(Restic('restic', [shutil.which('restic')], os.path.join(work, 'restic')))
+    results = {}  # (tool, op) -> list of (wall, cpu, rss)
+
+    def record(tool, op, sample):
+        results.setdefault((tool.name, op), []).append(sample)
+
+    for rnd in range(args.rounds):
+        order = tools if rnd % 2 == 0 else list(reversed(tools))
+        for tool in order:
+            repo = os.path.join(tool.base, 'repo')
+            tool.fresh_repo(repo)
+            env = tool.env()
+            argv, cwd = tool.backup(repo, 'first', data_parent)
+            record(tool, 'first backup', timed(argv, cwd, env))
+            argv, cwd = tool.backup(repo, 'unchanged', data_parent)
+            record(tool, 'unchanged re-run', timed(argv, cwd, env))
+            target = os.path.join(work, 'restore')
+            shutil.rmtree(target, ignore_errors=True)
+            os.makedirs(target)
+            argv, cwd = tool.restore(repo, 'first', target)
+            record(tool, 'extract everything', timed(argv, cwd or target, env))
+            shutil.rmtree(target)
+            argv, cwd = tool.check(repo)
+            record(tool, 'check --verify-data', timed(argv, cwd or work, env))
+            argv, cwd = tool.version()
+            record(tool, '--version start-up', timed(argv, work, env))
+        print('round %d done' % (rnd + 1), file=sys.stderr)
+
+    subprocess.run([sys.executable, GEN, os.path.join(data_parent, 'data'), '--mutate', '--seed', '2'], check=True)
+    for tool in tools:
+        repo = os.path.join(tool.base, 'repo')
+        argv, cwd = tool.backup(repo, 'mutated', data_parent)
+        record(tool, 'after --mutate', timed(argv, cwd, tool.env()))
+
+    ops = ['first backup', 'unchanged re-run', 'after --mutate', 'extract everything', 'check --verify-data',
+           '--version start-up']
+    names = [t.name for t in tools]
+    print('\nmedians over %d rounds (after --mutate: one run); dataset %d MiB seed %d'
+          % (args.rounds, args.size_mib, args.seed))
+    header = '| operation | ' + ' | '.join('%s wall / cpu / RSS' % n for n in names) + ' | rborg/borg wall |'
+    if 'restic' in names:
+        header += ' rborg/restic wall |'
+    print(header)
+    print('|' + '---|' * (header.count('|') - 1))
+    for op in ops:
+        med = {}
+        cells = []
+        for n in names:
+            samples = results.get((n, op), [])
+            wall = statistics.median(s[0] for s in samples)
+            cpu = statistics.median(s[1] for s in samples)
+            rss = max(s[2] for s in samples)
+            med[n] = wall
+            cells.append('%.2f s / %.2f s / %.0f MiB' % (wall, cpu, rss))
+        row = '| %s | %s | %.2f |' % (op, ' | '.join(cells), med['rborg'] / med['borg'] if med['borg'] else 0)
+        if 'restic' in med:
+            row += ' %.2f |' % (med['rborg'] / med['restic'] if med['restic'] else 0)
+        print(row)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
