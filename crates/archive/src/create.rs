@@ -18,12 +18,16 @@
 //! repository's object list plus what this run stored, puts new objects and builds the items.
 //! Channels are bounded, so memory stays at a few dozen chunks.
 //!
-//! # Deduplication without a chunks cache
+//! # Deduplication and the client cache
 //!
-//! rborg keeps no client-side chunks cache yet. The set of object IDs comes from
-//! `Repository::list`; the stored size (`csize`) of a chunk that already existed is read
-//! from the repository once (borg takes it from its chunks cache). There is no files cache
-//! either: every file is read and chunked (borg's `--files-cache=disabled`).
+//! With a [`LocalCache`] ([`create_archive_cached`], borg's `LocalCache`), the chunks cache
+//! is the set of known objects with their sizes, the files cache lets unchanged files be
+//! archived from their cached chunk IDs without reading them (status `U`; `M` for known but
+//! modified files), and after the repository commit the run's references are added to the
+//! chunks cache and the cache is committed. Without one (borg's `AdHocCache`, used for
+//! `--no-cache-sync` and dry runs), the set of object IDs comes from `Repository::list`, the
+//! stored size (`csize`) of a chunk that already existed is read from the repository once,
+//! and every file is read and chunked.
 //!
 //! ```no_run
 //! # fn demo(repo: &mut rborg_repository::LocalRepository, key: &rborg_crypto::Key,
@@ -41,7 +45,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -55,9 +59,11 @@ use rborg_crypto::{msgpack, Key, NonceManager, RepoNonces, TamContext};
 use rborg_repository::{ObjectId, Repository};
 use rmpv::Value;
 
+use crate::cache::{FileStat, FilesCache, LocalCache, Lookup};
 use crate::item::{ChunkListEntry, Item, S_IFMT, S_IFREG};
 use crate::manifest::{ArchiveEntry, Manifest, ISO_FORMAT, MANIFEST_ID};
-use crate::walk::{dir_tags, make_path_safe, normpath_bytes, Pattern};
+use crate::patterns::PatternMatcher;
+use crate::walk::{dir_tags, make_path_safe, normpath_bytes};
 
 /// borg's `ChunkBuffer.BUFFER_SIZE`: the item stream is cut once this much is buffered.
 pub const ITEM_BUFFER_SIZE: usize = 8 * 1024 * 1024;
@@ -101,6 +107,9 @@ pub enum CreateError {
     /// A pipeline thread ended unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The client cache failed.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
 }
 
 /// Result type of archive creation.
@@ -110,6 +119,9 @@ pub type CreateResult<T> = std::result::Result<T, CreateError>;
 pub enum Source {
     /// A filesystem path, archived recursively.
     Path(PathBuf),
+    /// A filesystem path archived on its own: no recursion into a directory and no pattern
+    /// matching (borg's `--paths-from-stdin` / `--paths-from-command`).
+    Single(PathBuf),
     /// Data read from a stream (borg's `-` path: stdin), stored as one regular file.
     Stream {
         /// The reader.
@@ -139,10 +151,15 @@ pub struct CreateOptions {
     /// `--read-special`: read FIFOs and block/char devices (also through symlinks) like regular
     /// files and store them as regular files, as borg does.
     pub read_special: bool,
-    /// `-e/--exclude` patterns (directories matched are not descended into).
-    pub excludes: Vec<Pattern>,
+    /// The include/exclude rules (`-e`, `--exclude-from`, `--pattern`, `--patterns-from`), with
+    /// fallback "include". An excluded directory is still descended into when its rule says
+    /// so (`-` rules), to find included paths below it (borg's `_rec_walk`).
+    pub patterns: PatternMatcher,
     /// `--exclude-caches`.
     pub exclude_caches: bool,
+    /// `--exclude-nodump`: leave out files and directories with the NODUMP flag
+    /// (`chattr +d`).
+    pub exclude_nodump: bool,
     /// `--exclude-if-present NAME`.
     pub exclude_if_present: Vec<String>,
     /// `--keep-exclude-tags`.
@@ -155,6 +172,8 @@ pub struct CreateOptions {
     pub noflags: bool,
     /// `--noxattrs`.
     pub noxattrs: bool,
+    /// `--noacls`: do not read POSIX ACLs.
+    pub noacls: bool,
     /// `--sparse` (holes are detected only by the fixed chunker, as in borg).
     pub sparse: bool,
     /// `--comment`.
@@ -173,6 +192,9 @@ pub struct CreateOptions {
     pub skip_paths: Vec<PathBuf>,
     /// Worker threads for hashing, compression and encryption (at least 1).
     pub threads: usize,
+    /// `--files-cache` mode letters (`c`time, `m`time, `s`ize, `i`node, `r`echunk,
+    /// `d`isabled; default `cis`). Used only when a [`LocalCache`] is given.
+    pub files_cache_mode: String,
 }
 
 impl Default for CreateOptions {
@@ -183,14 +205,16 @@ impl Default for CreateOptions {
             numeric_ids: false,
             one_file_system: false,
             read_special: false,
-            excludes: Vec::new(),
+            patterns: PatternMatcher::new(),
             exclude_caches: false,
+            exclude_nodump: false,
             exclude_if_present: Vec::new(),
             keep_exclude_tags: false,
             noatime: false,
             noctime: false,
             noflags: false,
             noxattrs: false,
+            noacls: false,
             sparse: false,
             comment: String::new(),
             timestamp: None,
@@ -200,6 +224,7 @@ impl Default for CreateOptions {
             dry_run: false,
             skip_paths: Vec::new(),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            files_cache_mode: "cis".to_string(),
         }
     }
 }
@@ -213,6 +238,9 @@ pub trait Reporter {
     /// A per-file problem; the file was skipped (or stored as read) and borg's exit code
     /// becomes "warning".
     fn warning(&mut self, message: &str);
+    /// An item was added to the archive; `stats` are the archive's statistics so far
+    /// (borg's `--progress`: `Statistics.show_progress` from `Archive.add_item`).
+    fn progress(&mut self, _stats: &Stats, _path: &[u8]) {}
 }
 
 /// A [`Reporter`] that ignores everything.
@@ -237,7 +265,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn update(&mut self, size: u64, csize: u64, unique: bool) {
+    /// Counts one chunk reference (borg's `Statistics.update`).
+    pub fn update(&mut self, size: u64, csize: u64, unique: bool) {
         self.osize += size;
         self.csize += csize;
         if unique {
@@ -328,6 +357,10 @@ enum Event {
     Warning(String),
     /// Reading the current file failed: forget the chunks sent for it.
     DiscardChunks,
+    /// The chunks of an unchanged file, from the files cache (instead of `Chunk`s).
+    CachedChunks(Vec<ObjectId>),
+    /// Remember the last file item's chunks in the files cache under this path hash.
+    Memorize(ObjectId, FileStat),
     /// The walker failed fatally.
     Fatal(CreateError),
 }
@@ -338,8 +371,13 @@ struct Store<'a, 'r> {
     nonces: &'a Mutex<NonceManager<SharedNonces<'a, 'r>>>,
     key: &'a Key,
     compressor: &'a Compressor,
-    /// Object IDs known to exist: `Some(csize)` when known, `None` when csize must be read.
-    known: &'a RwLock<HashMap<ObjectId, Option<u64>>>,
+    /// Object IDs known to exist: `Some((size, csize))` when known, `None` when csize must
+    /// be read.
+    known: &'a RwLock<HashMap<ObjectId, Option<(u64, u64)>>>,
+    /// References this run added, per object: (count, size, csize), for the chunks cache.
+    refs: &'a Mutex<HashMap<ObjectId, (u32, u64, u64)>>,
+    /// The files cache, where the storing side memorizes files read in this run.
+    files: Option<&'a Mutex<FilesCache>>,
 }
 
 fn lock_err<T>(_: T) -> CreateError {
@@ -364,15 +402,19 @@ impl Store<'_, '_> {
         plain: Option<&[u8]>,
     ) -> CreateResult<(ChunkListEntry, bool)> {
         let existing = self.known.read().map_err(lock_err)?.get(&id).copied();
-        if let Some(csize) = existing {
-            let csize = match csize {
-                Some(c) => c,
+        if let Some(sizes) = existing {
+            let csize = match sizes {
+                Some((_, c)) => c,
                 None => {
                     let c = self.repo.lock().map_err(lock_err)?.get(&id)?.len() as u64;
-                    self.known.write().map_err(lock_err)?.insert(id, Some(c));
+                    self.known
+                        .write()
+                        .map_err(lock_err)?
+                        .insert(id, Some((size, c)));
                     c
                 }
             };
+            self.add_ref(id, size, csize)?;
             return Ok((ChunkListEntry { id, size, csize }, false));
         }
         let envelope = match (envelope, plain) {
@@ -389,8 +431,28 @@ impl Store<'_, '_> {
         self.known
             .write()
             .map_err(lock_err)?
-            .insert(id, Some(csize));
+            .insert(id, Some((size, csize)));
+        self.add_ref(id, size, csize)?;
         Ok((ChunkListEntry { id, size, csize }, true))
+    }
+
+    /// Counts one more reference to `id` (borg's `chunk_incref`/`chunks.add`).
+    fn add_ref(&self, id: ObjectId, size: u64, csize: u64) -> CreateResult<()> {
+        let mut refs = self.refs.lock().map_err(lock_err)?;
+        let e = refs.entry(id).or_insert((0, size, csize));
+        e.0 += 1;
+        Ok(())
+    }
+
+    /// The chunk list entry of a chunk the chunks cache knows (an unchanged file's chunk),
+    /// counting the reference; `None` if it is unknown.
+    fn cached_chunk(&self, id: ObjectId) -> CreateResult<Option<ChunkListEntry>> {
+        let Some(Some((size, csize))) = self.known.read().map_err(lock_err)?.get(&id).copied()
+        else {
+            return Ok(None);
+        };
+        self.add_ref(id, size, csize)?;
+        Ok(Some(ChunkListEntry { id, size, csize }))
     }
 }
 
@@ -445,6 +507,8 @@ impl ItemBuffer {
 
 /// Creates the archive `name` from `sources` (borg's `do_create`), writes the manifest and
 /// commits. `nonce_file` is the security directory's nonce file. Returns statistics.
+/// Without a client cache: the repository's object list is the dedup set and every file is
+/// read (see [`create_archive_cached`]).
 #[allow(clippy::too_many_arguments)]
 pub fn create_archive(
     repository: &mut (dyn Repository + Send),
@@ -456,6 +520,28 @@ pub fn create_archive(
     opts: &CreateOptions,
     reporter: &mut dyn Reporter,
 ) -> CreateResult<Created> {
+    create_archive_cached(
+        repository, key, manifest, nonce_file, name, sources, opts, reporter, None,
+    )
+}
+
+/// [`create_archive`] with borg's client cache: the chunks cache is the dedup set (object
+/// sizes come from it), the files cache (mode `opts.files_cache_mode`) lets unchanged files
+/// be archived without reading them (status `U`, `M` for known but modified files), and
+/// after the repository commit the cache is updated with this archive's references and
+/// committed, so borg and rborg keep sharing a consistent cache.
+#[allow(clippy::too_many_arguments)]
+pub fn create_archive_cached(
+    repository: &mut (dyn Repository + Send),
+    key: &Key,
+    manifest: &mut Manifest,
+    nonce_file: PathBuf,
+    name: &str,
+    sources: Vec<Source>,
+    opts: &CreateOptions,
+    reporter: &mut dyn Reporter,
+    mut cache: Option<&mut LocalCache>,
+) -> CreateResult<Created> {
     if manifest.archives.contains_key(name) {
         return Err(CreateError::AlreadyExists(name.to_string()));
     }
@@ -464,8 +550,15 @@ pub fn create_archive(
     let start_wall = Utc::now().naive_utc();
     let started = std::time::Instant::now();
 
-    let mut known: HashMap<ObjectId, Option<u64>> = HashMap::new();
-    if !opts.dry_run {
+    let mut known: HashMap<ObjectId, Option<(u64, u64)>> = HashMap::new();
+    if let Some(c) = cache.as_deref() {
+        known.extend(
+            c.chunks
+                .iter()
+                .filter(|(_, e)| e.refcount > 0)
+                .map(|(id, e)| (id, Some((u64::from(e.size), u64::from(e.csize))))),
+        );
+    } else if !opts.dry_run {
         let mut marker: Option<ObjectId> = None;
         loop {
             let page = repository.list(Some(LIST_PAGE), marker.as_ref())?;
@@ -487,6 +580,16 @@ pub fn create_archive(
     let nonce_file_for_manifest = nonce_file.clone();
     let repo = Mutex::new(repository);
     let known = RwLock::new(known);
+    let refs = Mutex::new(HashMap::new());
+    let files_mode = opts.files_cache_mode.clone();
+    let files = cache
+        .as_deref_mut()
+        .and_then(|c| c.files.take())
+        .filter(|_| !files_mode.contains('d'))
+        .map(Mutex::new);
+    let cwd = std::env::current_dir()
+        .map(|d| d.into_os_string().into_vec())
+        .unwrap_or_default();
     let nonces = Mutex::new(NonceManager::new(
         SharedNonces(&repo),
         nonce_file,
@@ -498,6 +601,8 @@ pub fn create_archive(
         key,
         compressor: &compressor,
         known: &known,
+        refs: &refs,
+        files: files.as_ref(),
     };
     let mut stats = Stats::default();
     let mut items = ItemBuffer {
@@ -519,6 +624,10 @@ pub fn create_archive(
             scope.spawn(move || worker(job_rx, store));
         }
         let seed = key.chunk_seed();
+        let files_ref = files.as_ref();
+        let known_ref = &known;
+        let files_mode = files_mode.as_str();
+        let cwd = cwd.as_slice();
         scope.spawn(move || {
             let mut walker = Walker {
                 opts,
@@ -530,6 +639,13 @@ pub fn create_archive(
                 skip: HashSet::new(),
                 chunker: None,
                 seed,
+                files_cache: files_ref.map(|f| FilesCacheUse {
+                    files: f,
+                    known: known_ref,
+                    key,
+                    mode: files_mode,
+                    cwd,
+                }),
             };
             walker.run(sources);
         });
@@ -617,6 +733,19 @@ pub fn create_archive(
     // the manifest writer continues in the nonce space reserved through the same file
     manifest.write(&mut **repository, key, nonce_file_for_manifest)?;
     repository.commit(false, rborg_repository::DEFAULT_COMPACT_THRESHOLD)?;
+    if let Some(c) = cache {
+        // borg's cache.commit() after the repository commit: this run's references
+        // join the chunks cache, the files cache is written back
+        let refs = refs.into_inner().map_err(lock_err)?;
+        for (id, (n, size, csize)) in refs {
+            c.add_refs(&id, n, size, csize)?;
+        }
+        if let Some(f) = files {
+            c.files = Some(f.into_inner().map_err(lock_err)?);
+        }
+        c.begin()?;
+        c.commit(manifest, key)?;
+    }
     Ok(Created {
         id,
         name: name.to_string(),
@@ -674,6 +803,7 @@ fn consume(
     counters: &mut (u64, u64, u64),
 ) -> CreateResult<()> {
     let mut pending: Vec<ChunkListEntry> = Vec::new();
+    let mut last_ids: Vec<ObjectId> = Vec::new();
     let mut file_stats = Stats::default();
     for event in events {
         match event {
@@ -716,6 +846,7 @@ fn consume(
                 }
                 if has_content {
                     let chunks = std::mem::take(&mut pending);
+                    last_ids = chunks.iter().map(|c| c.id).collect();
                     item.size = Some(chunks.iter().map(|c| c.size).sum());
                     item.chunks = Some(chunks);
                     stats.osize += file_stats.osize;
@@ -724,11 +855,33 @@ fn consume(
                     file_stats = Stats::default();
                 }
                 items.add(&item, store, stats)?;
+                reporter.progress(stats, &item.path);
             }
             Event::Status(st, path) => reporter.status(st, &path),
             Event::DiscardChunks => {
                 pending.clear();
                 file_stats = Stats::default();
+            }
+            Event::CachedChunks(ids) => {
+                for id in ids {
+                    let entry = store.cached_chunk(id)?.ok_or_else(|| {
+                        CreateError::Internal("cached chunk vanished from the chunks cache".into())
+                    })?;
+                    counters.1 += 1;
+                    file_stats.update(entry.size, entry.csize, false);
+                    pending.push(entry);
+                }
+            }
+            Event::Memorize(path_hash, st) => {
+                if let Some(f) = store.files {
+                    let ids = std::mem::take(&mut last_ids);
+                    f.lock().map_err(lock_err)?.memorize(
+                        path_hash,
+                        &st,
+                        &opts.files_cache_mode,
+                        ids,
+                    );
+                }
             }
             Event::Warning(msg) => {
                 counters.0 += 1;
@@ -752,6 +905,18 @@ struct Walker<'o> {
     skip: HashSet<(u64, u64)>,
     chunker: Option<Chunker>,
     seed: i32,
+    /// The files cache, when there is one and it is not disabled.
+    files_cache: Option<FilesCacheUse<'o>>,
+}
+
+/// What the walker needs to consult the files cache (borg's `file_known_and_unchanged`
+/// and `seen_chunk`).
+struct FilesCacheUse<'o> {
+    files: &'o Mutex<FilesCache>,
+    known: &'o RwLock<HashMap<ObjectId, Option<(u64, u64)>>>,
+    key: &'o Key,
+    mode: &'o str,
+    cwd: &'o [u8],
 }
 
 /// The walker stops when the storing side is gone.
@@ -790,8 +955,8 @@ impl Walker<'_> {
             let r = match source {
                 Source::Path(p) => {
                     let path = normpath_bytes(p.as_os_str().as_bytes());
-                    let dev = match std::fs::symlink_metadata(OsStr::from_bytes(&path)) {
-                        Ok(md) => md.dev(),
+                    let (ino, dev) = match std::fs::symlink_metadata(OsStr::from_bytes(&path)) {
+                        Ok(md) => (md.ino(), md.dev()),
                         Err(e) => {
                             if self.warn_error(&path, "stat", &e).is_err() {
                                 return;
@@ -800,7 +965,14 @@ impl Walker<'_> {
                         }
                     };
                     let restrict = self.opts.one_file_system.then_some(dev);
-                    self.walk(&path, restrict)
+                    let r = self.walk(&path, restrict);
+                    // never walk a root twice, even when it is given twice (borg #5603)
+                    self.skip.insert((ino, dev));
+                    r
+                }
+                Source::Single(p) => {
+                    let path = normpath_bytes(p.as_os_str().as_bytes());
+                    self.process_single(&path)
                 }
                 Source::Stream {
                     reader,
@@ -825,24 +997,51 @@ impl Walker<'_> {
         self.send(Event::Status('E', path.to_vec()))
     }
 
-    fn excluded(&self, path: &[u8]) -> bool {
-        self.opts.excludes.iter().any(|p| p.matches(path))
+    /// One path of `--paths-from-stdin`: stored as it is, a directory without its contents
+    /// (borg's `_process_any` without `_rec_walk`).
+    fn process_single(&mut self, path: &[u8]) -> Step {
+        let md = match std::fs::symlink_metadata(OsStr::from_bytes(path)) {
+            Ok(md) => md,
+            Err(e) => return self.warn_error(path, "stat", &e),
+        };
+        if md.file_type().is_dir() {
+            self.process_dir(path, &md, true)
+        } else {
+            self.process_nondir(path, &md)
+        }
     }
 
+    /// borg's `_rec_walk`: the patterns decide first; an excluded path is reported as `x` and,
+    /// when its rule allows recursion and it is a directory, walked without being stored, so
+    /// included paths below it are found.
     fn walk(&mut self, path: &[u8], restrict_dev: Option<u64>) -> Step {
-        if self.excluded(path) {
-            return self.send(Event::Status('x', path.to_vec()));
+        let decision = self.opts.patterns.decide(path);
+        if !decision.included {
+            self.send(Event::Status('x', path.to_vec()))?;
+            if !decision.recurse_dir {
+                return Ok(());
+            }
         }
+        let recurse_excluded_dir = !decision.included;
         let fs_path = Path::new(OsStr::from_bytes(path));
         let md = match std::fs::symlink_metadata(fs_path) {
             Ok(md) => md,
             Err(e) => return self.warn_error(path, "stat", &e),
         };
+        if recurse_excluded_dir && !md.file_type().is_dir() {
+            return Ok(());
+        }
         if self.skip.contains(&(md.ino(), md.dev())) {
             return Ok(());
         }
         let recurse = restrict_dev.is_none_or(|d| d == md.dev());
         let ft = md.file_type();
+        if self.opts.exclude_nodump
+            && (ft.is_file() || ft.is_dir())
+            && linux_flags(path, None).is_some_and(|f| f & 0x1 != 0)
+        {
+            return self.send(Event::Status('x', path.to_vec()));
+        }
         if !ft.is_dir() {
             return self.process_nondir(path, &md);
         }
@@ -853,8 +1052,13 @@ impl Walker<'_> {
                 &self.opts.exclude_if_present,
             );
             if !tags.is_empty() {
+                // inside an excluded directory a tagged one is simply skipped (borg #3991)
+                if recurse_excluded_dir {
+                    return Ok(());
+                }
                 if self.opts.keep_exclude_tags {
-                    self.process_dir(path, &md)?;
+                    // stored, but reported only as excluded
+                    self.process_dir(path, &md, false)?;
                     for tag in tags {
                         let mut child = path.to_vec();
                         child.push(b'/');
@@ -865,10 +1069,22 @@ impl Walker<'_> {
                 return self.send(Event::Status('x', path.to_vec()));
             }
         }
-        self.process_dir(path, &md)?;
-        if !recurse {
+        if !recurse_excluded_dir {
+            self.process_dir(path, &md, false)?;
+        }
+        if recurse {
+            self.walk_children(path, fs_path, restrict_dev)?;
+        }
+        if recurse_excluded_dir {
             return Ok(());
         }
+        // borg prints a directory's status after its contents
+        let status = if self.opts.dry_run { '-' } else { 'd' };
+        self.send(Event::Status(status, path.to_vec()))
+    }
+
+    /// Walks the entries of directory `path` in inode order (borg's `scandir_inorder`).
+    fn walk_children(&mut self, path: &[u8], fs_path: &Path, restrict_dev: Option<u64>) -> Step {
         let entries = match std::fs::read_dir(fs_path) {
             Ok(rd) => rd,
             Err(e) => return self.warn_error(path, "scandir", &e),
@@ -897,8 +1113,13 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn process_dir(&mut self, path: &[u8], md: &Metadata) -> Step {
+    /// Stores a directory item; `report` sends its status (`d`, `-` in a dry run) right away,
+    /// otherwise the walker reports it after the directory's contents, as borg does.
+    fn process_dir(&mut self, path: &[u8], md: &Metadata, report: bool) -> Step {
         if self.opts.dry_run {
+            if !report {
+                return Ok(());
+            }
             return self.send(Event::Status('-', path.to_vec()));
         }
         let mut item = Item::new(make_path_safe(path), md.mode());
@@ -906,7 +1127,7 @@ impl Walker<'_> {
         self.send(Event::Item {
             item: Box::new(item),
             fs_path: path.to_vec(),
-            status: Some('d'),
+            status: report.then_some('d'),
             has_content: false,
             counts_as_file: false,
         })
@@ -1067,21 +1288,45 @@ impl Walker<'_> {
             item.mode = Some(S_IFREG | (md.mode() & 0o7777));
         }
         let mut status = if slave { Some('h') } else { Some('A') };
+        let mut memorize = None;
         if !slave {
             item.hardlink_master = Some(hardlinked);
-            if let Err(msg) = self.read_content(&file) {
-                match msg {
-                    ReadFailure::Stop => return Err(Stop),
-                    ReadFailure::Io(e) => {
-                        self.send(Event::DiscardChunks)?;
-                        return self.warn_error(path, "read", &e);
+            // special files are never looked up nor memorized: their content changes
+            // without their stat changing
+            let cached = match self.files_cache.as_ref().filter(|_| !special) {
+                Some(fc) => {
+                    let (s, cached, hash_st) = fc.check(path, &md);
+                    status = Some(s);
+                    memorize = Some(hash_st);
+                    cached
+                }
+                None => None,
+            };
+            if let Some(ids) = cached {
+                // unchanged: the lookup already refreshed the entry
+                memorize = None;
+                self.send(Event::CachedChunks(ids))?;
+            } else {
+                if let Err(msg) = self.read_content(&file) {
+                    match msg {
+                        ReadFailure::Stop => return Err(Stop),
+                        ReadFailure::Io(e) => {
+                            self.send(Event::DiscardChunks)?;
+                            return self.warn_error(path, "read", &e);
+                        }
                     }
                 }
-            }
-            // a FIFO or device changes its ctime as it is fed; borg only checks regular files
-            if let Some(after) = file.metadata().ok().filter(|_| !special) {
-                if after.ctime() != md.ctime() || after.ctime_nsec() != md.ctime_nsec() {
-                    status = Some('C');
+                // a FIFO or device changes its ctime as it is fed; borg only checks regular
+                // files; a file that changed while read is not memorized
+                if let Some(after) = file.metadata().ok().filter(|_| !special) {
+                    if after.ctime() != md.ctime() || after.ctime_nsec() != md.ctime_nsec() {
+                        // borg printed the A/M status before reading; C follows
+                        if let Some(before) = status {
+                            self.send(Event::Status(before, path.to_vec()))?;
+                        }
+                        status = Some('C');
+                        memorize = None;
+                    }
                 }
             }
         }
@@ -1093,6 +1338,9 @@ impl Walker<'_> {
             has_content: !slave,
             counts_as_file: !slave,
         })?;
+        if let Some((path_hash, st)) = memorize {
+            self.send(Event::Memorize(path_hash, st))?;
+        }
         if master {
             self.hard_links.insert((md.ino(), md.dev()), safe);
         }
@@ -1232,6 +1480,17 @@ impl Walker<'_> {
                 item.xattrs = Some(x);
             }
         }
+        if !self.opts.noacls {
+            // names are looked up only for files that have an extended ACL
+            let (access, default) = crate::acl::read_item_acls(
+                Path::new(OsStr::from_bytes(path)),
+                md.mode(),
+                self.opts.numeric_ids,
+                &mut crate::acl::IdNames::default(),
+            );
+            item.acl_access = access;
+            item.acl_default = default;
+        }
     }
 
     fn user_name(&mut self, uid: u32) -> Option<Vec<u8>> {
@@ -1256,6 +1515,56 @@ impl Walker<'_> {
                     .map(|g| g.name.into_bytes())
             })
             .clone()
+    }
+}
+
+impl FilesCacheUse<'_> {
+    /// borg's `file_known_and_unchanged` plus the `seen_chunk` check of `process_file`:
+    /// the status (`A` unknown, `M` modified or a chunk is gone, `U` unchanged), the chunk
+    /// IDs of an unchanged file, and the path hash and stat to memorize after reading.
+    fn check(
+        &self,
+        path: &[u8],
+        md: &Metadata,
+    ) -> (char, Option<Vec<ObjectId>>, (ObjectId, FileStat)) {
+        // os.path.join(cwd, path)
+        let hashed = if path.starts_with(b"/") || self.cwd.is_empty() {
+            path.to_vec()
+        } else {
+            let mut h = self.cwd.to_vec();
+            if !h.ends_with(b"/") {
+                h.push(b'/');
+            }
+            h.extend_from_slice(path);
+            h
+        };
+        let path_hash = self.key.id_hash(&hashed);
+        let st = FileStat {
+            inode: md.ino(),
+            size: md.size(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        };
+        let lookup = match self.files.lock() {
+            Ok(mut f) => f.lookup(&path_hash, &st, self.mode),
+            Err(_) => Lookup::Unknown,
+        };
+        let (status, ids) = match lookup {
+            Lookup::Unknown => ('A', None),
+            Lookup::Changed => ('M', None),
+            Lookup::Unchanged(ids) => {
+                let all_known = self
+                    .known
+                    .read()
+                    .is_ok_and(|k| ids.iter().all(|id| matches!(k.get(id), Some(Some(_)))));
+                if all_known {
+                    ('U', Some(ids))
+                } else {
+                    ('M', None)
+                }
+            }
+        };
+        (status, ids, (path_hash, st))
     }
 }
 

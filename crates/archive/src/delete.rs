@@ -72,6 +72,9 @@ pub struct DeleteStats {
     pub deduplicated_size: u64,
     /// Number of objects deleted from the repository.
     pub deleted_objects: u64,
+    /// With `forced`: objects of the archive were missing or its item stream was unreadable
+    /// (borg warns "forced deletion succeeded, but the deleted archive was corrupted.").
+    pub corrupted: bool,
 }
 
 /// Deletes the archive `name`: decrements the references it holds in `refs`, deletes objects
@@ -91,8 +94,24 @@ pub fn delete_archive(
         .get(name)
         .ok_or_else(|| DeleteError::DoesNotExist(name.to_string()))?
         .clone();
-    let archive_refs = ArchiveRefs::collect(repository, key, &entry.id)?;
     let mut stats = DeleteStats::default();
+    let archive_refs = match ArchiveRefs::collect(repository, key, &entry.id) {
+        Ok(r) => r,
+        // borg's forced delete still drops the metadata object and the manifest entry
+        Err(_) if forced => {
+            stats.corrupted = true;
+            if refs.decref(&entry.id) == Some(0) {
+                stats.deleted_objects += 1;
+                match repository.delete(&entry.id) {
+                    Ok(()) | Err(rborg_repository::Error::ObjectNotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            manifest.archives.remove(name);
+            return Ok(stats);
+        }
+        Err(e) => return Err(e.into()),
+    };
     for r in &archive_refs.refs {
         let left = refs
             .decref(&r.id)
@@ -109,7 +128,9 @@ pub fn delete_archive(
             stats.deleted_objects += 1;
             match repository.delete(&r.id) {
                 Ok(()) => {}
-                Err(rborg_repository::Error::ObjectNotFound { .. }) if forced => {}
+                Err(rborg_repository::Error::ObjectNotFound { .. }) if forced => {
+                    stats.corrupted = true;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

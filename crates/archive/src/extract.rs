@@ -63,6 +63,9 @@ pub struct ExtractOptions {
     pub no_xattrs: bool,
     /// `--noacls`: do not restore POSIX ACLs.
     pub no_acls: bool,
+    /// `--progress`: report [`ExtractEvent::Total`] first (an extra pass over the item
+    /// metadata, as borg does) and [`ExtractEvent::Data`] for every chunk.
+    pub progress: bool,
 }
 
 /// What the extraction reports while it runs.
@@ -72,6 +75,15 @@ pub enum ExtractEvent {
     Listed(String),
     /// A non-fatal problem (borg prints it and exits with code 1).
     Warning(String),
+    /// With `progress`: the content size of all selected items, before any is extracted.
+    Total(u64),
+    /// With `progress`: `bytes` of content of the item at `path` were extracted.
+    Data {
+        /// The (stripped) item path.
+        path: String,
+        /// Size of the chunk just written.
+        bytes: u64,
+    },
 }
 
 /// Totals of one extraction.
@@ -251,76 +263,26 @@ fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> std::io::Result<()> {
     xattr::set(path, std::ffi::OsStr::from_bytes(name), value)
 }
 
-/// The binary `system.posix_acl_*` xattr value (Linux `posix_acl_xattr_header` version 2 and
-/// `posix_acl_xattr_entry` records sorted by tag and id) for an ACL in the text form borg
-/// stores (`platform/linux.pyx` `acl_get`: `acl_to_text` lines `tag:qualifier:perms`, named
-/// entries with the numeric id appended as a fourth field). Named entries resolve to the
-/// local uid/gid of the name (falling back to the stored id) unless `numeric_ids` (borg's
-/// `acl_use_local_uid_gid` / `posix_acl_use_stored_uid_gid`). `None` for malformed text.
+/// The binary ACL xattr for borg's ACL text ([`crate::acl::text_to_xattr`]): named entries
+/// resolve to the local uid/gid of the name (falling back to the stored id) unless
+/// `numeric_ids` (borg's `acl_use_local_uid_gid` / `posix_acl_use_stored_uid_gid`).
 fn acl_xattr(text: &[u8], numeric_ids: bool, owners: &mut Owners) -> Option<Vec<u8>> {
-    const UNDEFINED_ID: u32 = u32::MAX;
-    let mut entries: Vec<(u16, u16, u32)> = Vec::new();
-    for line in text.split(|&b| b == b'\n' || b == b',') {
-        let line = match line.iter().position(|&b| b == b'#') {
-            Some(i) => &line[..i],
-            None => line,
-        };
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            continue;
+    crate::acl::text_to_xattr(text, |user, name, stored| {
+        if numeric_ids {
+            return stored;
         }
-        // `acl_to_text` leaves tabs where it put `#effective:` comments
-        let fields: Vec<&[u8]> = line.split(|&b| b == b':').map(<[u8]>::trim_ascii).collect();
-        let (tag, qualifier, perms) = (fields.first()?, fields.get(1)?, fields.get(2)?);
-        let mut perm = 0u16;
-        for &c in perms.iter() {
-            perm |= match c {
-                b'r' => 4,
-                b'w' => 2,
-                b'x' => 1,
-                b'-' => 0,
-                _ => return None,
-            };
+        let mut probe = Item::default();
+        let id = stored.map(u64::from);
+        if user {
+            probe.user = Some(name.to_vec());
+            probe.uid = id;
+        } else {
+            probe.group = Some(name.to_vec());
+            probe.gid = id;
         }
-        let stored = fields
-            .get(3)
-            .and_then(|f| std::str::from_utf8(f).ok()?.parse().ok());
-        let resolve = |owners: &mut Owners, user: bool| -> Option<u32> {
-            let numeric = std::str::from_utf8(qualifier).ok()?.parse::<u32>().ok();
-            if numeric_ids {
-                return stored.or(numeric);
-            }
-            let mut probe = Item::default();
-            let id = stored.or(numeric).map(u64::from);
-            if user {
-                probe.user = Some(qualifier.to_vec());
-                probe.uid = id;
-            } else {
-                probe.group = Some(qualifier.to_vec());
-                probe.gid = id;
-            }
-            let (uid, gid) = owners.uid_gid(&probe, false);
-            Some(if user { uid } else { gid })
-        };
-        let entry = match (*tag, qualifier.is_empty()) {
-            (b"user" | b"u", true) => (0x01, perm, UNDEFINED_ID),
-            (b"user" | b"u", false) => (0x02, perm, resolve(owners, true)?),
-            (b"group" | b"g", true) => (0x04, perm, UNDEFINED_ID),
-            (b"group" | b"g", false) => (0x08, perm, resolve(owners, false)?),
-            (b"mask" | b"m", _) => (0x10, perm, UNDEFINED_ID),
-            (b"other" | b"o", _) => (0x20, perm, UNDEFINED_ID),
-            _ => return None,
-        };
-        entries.push(entry);
-    }
-    entries.sort_by_key(|&(tag, _, id)| (tag, id));
-    let mut out = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in entries {
-        out.extend_from_slice(&tag.to_le_bytes());
-        out.extend_from_slice(&perm.to_le_bytes());
-        out.extend_from_slice(&id.to_le_bytes());
-    }
-    Some(out)
+        let (uid, gid) = owners.uid_gid(&probe, false);
+        Some(if user { uid } else { gid })
+    })
 }
 
 /// Whether a file of this mode can be hard-linked in borg 1.2 archives (`hardlinkable`).
@@ -398,7 +360,15 @@ impl Extractor<'_> {
                 None
             };
             let mut stdout = stdout;
+            let progress = self.opts.progress.then(|| show(&item.path));
+            let events = &mut self.events;
             let total = fetch_chunks(self.repository, self.key, chunks, &mut |data| {
+                if let Some(path) = &progress {
+                    events(ExtractEvent::Data {
+                        path: path.clone(),
+                        bytes: data.len() as u64,
+                    });
+                }
                 if let Some(out) = stdout.as_deref_mut() {
                     out.write_all(data)
                         .map_err(|e| ItemError::Fatal(ExtractError::Stdout(e)))?;
@@ -480,7 +450,15 @@ impl Extractor<'_> {
                 let mut file = File::create(&path).map_err(os("open"))?;
                 let sparse = self.opts.sparse;
                 let chunks = item.chunks.clone().unwrap_or_default();
+                let progress = self.opts.progress.then(|| show(&item.path));
+                let events = &mut self.events;
                 let total = fetch_chunks(self.repository, self.key, &chunks, &mut |data| {
+                    if let Some(path) = &progress {
+                        events(ExtractEvent::Data {
+                            path: path.clone(),
+                            bytes: data.len() as u64,
+                        });
+                    }
                     if sparse && data.iter().all(|&b| b == 0) {
                         file.seek(SeekFrom::Current(data.len() as i64))
                             .map_err(os("write"))?;
@@ -652,6 +630,54 @@ fn check_healthy(item: &Item) -> Result<(), ItemError> {
     Ok(())
 }
 
+/// The content size of the items `extract_archive` will extract (borg's
+/// `sum(item.get_size(hardlink_masters) for item in archive.iter_items(filter))` for the
+/// progress indicator). Matches on a copy of `matcher`, so its match counts stay untouched.
+fn selected_size(
+    repository: &mut dyn Repository,
+    key: &Key,
+    meta: &ArchiveMeta,
+    matcher: &PatternMatcher,
+    opts: &ExtractOptions,
+) -> Result<u64, ExtractError> {
+    let matcher = matcher.clone();
+    let mut sizes: HashMap<Vec<u8>, u64> = HashMap::new();
+    let mut total = 0u64;
+    let mut unpacker = ItemUnpacker::new();
+    for batch in meta.items.chunks(PREFETCH) {
+        let cdatas = repository.get_many(batch).map_err(ReadError::from)?;
+        for (id, cdata) in batch.iter().zip(cdatas) {
+            unpacker.feed(&open_object(key, id, &cdata)?);
+        }
+        while let Some(item) = unpacker.next_item()? {
+            if item.part.is_some() && !opts.consider_part_files {
+                continue;
+            }
+            let own = item
+                .size
+                .or_else(|| item.chunks.as_ref().map(|c| c.iter().map(|e| e.size).sum()));
+            // a hardlink slave has the size of its master's content
+            let size = match (own, &item.source) {
+                (Some(s), _) => s,
+                (None, Some(src)) if item.mode.unwrap_or(0) & crate::item::S_IFMT == S_IFREG => {
+                    sizes.get(src).copied().unwrap_or(0)
+                }
+                _ => 0,
+            };
+            if item.chunks.is_some() {
+                sizes.insert(item.path.clone(), size);
+            }
+            let stripped_away = opts.strip_components > 0
+                && item.path.split(|&b| b == b'/').count() <= opts.strip_components;
+            if matcher.matches(&item.path) && !stripped_away {
+                total += size;
+            }
+        }
+    }
+    unpacker.finish()?;
+    Ok(total)
+}
+
 /// Extracts the items of `meta` that `matcher` selects into `dest` (borg's `do_extract`).
 ///
 /// With `opts.stdout`, file contents go to `stdout` in archive order and nothing is created.
@@ -680,6 +706,10 @@ pub fn extract_archive<'a>(
         summary: ExtractSummary::default(),
         masters: if partial { Some(HashMap::new()) } else { None },
     };
+    if opts.progress {
+        let total = selected_size(&mut *ex.repository, key, meta, matcher, opts)?;
+        (ex.events)(ExtractEvent::Total(total));
+    }
     let mut dirs: Vec<Item> = Vec::new();
     let mut unpacker = ItemUnpacker::new();
     for batch in meta.items.chunks(PREFETCH) {

@@ -56,6 +56,18 @@ pub fn init_repository(
     if key.tam_required() {
         security.set_tam_required(true)?;
     }
+    // borg's `with Cache(repository, key, manifest, warn_if_unencrypted=False): pass`:
+    // the client cache exists (and knows the location) from the start
+    let cache_opts = crate::cache::CacheOptions {
+        env,
+        files_cache_mode: "d".into(),
+        location: location.to_string(),
+        lock_wait: Some(std::time::Duration::from_secs(1)),
+        sync: true,
+    };
+    crate::cache::LocalCache::open(repository, &key, &manifest, &cache_opts).map_err(|e| {
+        crate::Error::io("creating the cache", std::io::Error::other(e.to_string()))
+    })?;
     Ok(Initialized {
         key_location,
         tam_required: key.tam_required(),

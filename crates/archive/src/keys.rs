@@ -149,6 +149,15 @@ pub fn load_key(
     })
 }
 
+impl UnlockedKey {
+    /// borg's `key.logically_encrypted` (`crypto/key.py`): true for the AES modes, except a
+    /// repokey unlocked with the empty passphrase, which anyone holding the repository can open.
+    pub fn logically_encrypted(&self) -> bool {
+        self.key.key_type().is_encrypted()
+            && !(self.location == KeyLocation::Repository && self.passphrase.is_empty())
+    }
+}
+
 /// borg's retry loop: the empty passphrase first, then up to three prompts.
 fn unlock_interactively(
     open: &dyn Fn(&Passphrase) -> rborg_crypto::Result<Key>,

@@ -10,23 +10,31 @@
 //! Every module works on `&mut dyn Repository`, so a local and a remote repository are used the
 //! same way.
 
+pub mod acl;
 pub mod archive;
 pub mod cache;
 pub mod check;
 pub mod create;
 pub mod delete;
+pub mod diff;
 pub mod error;
+pub mod export_tar;
 pub mod extract;
 pub mod format;
+pub mod import_tar;
 pub mod info;
 pub mod init;
 pub mod item;
 pub mod keys;
 pub mod manifest;
 pub mod patterns;
+pub mod prune;
+pub mod recreate;
 pub mod refcount;
+pub mod robust_unpacker;
 pub mod security;
 pub mod walk;
+pub mod writer;
 
 pub use archive::{ArchiveMeta, ContentReader, ItemIter, ReadError};
 pub use error::{Error, Result};

@@ -24,6 +24,9 @@ pub type Confirm<'a> = &'a mut dyn FnMut(&str, &str) -> bool;
 #[derive(Debug, Clone)]
 pub struct SecurityDir {
     dir: PathBuf,
+    /// The repository's cache `config`: borg's `_assert_secure(cache_config=...)` also
+    /// consults the location, key type and manifest timestamp recorded there.
+    cache_config: PathBuf,
 }
 
 impl SecurityDir {
@@ -31,7 +34,8 @@ impl SecurityDir {
     pub fn open(env: Env, repository_id: &[u8; 32]) -> Result<SecurityDir> {
         let dir = paths::security_dir(env, Some(&hex::encode(repository_id)));
         paths::ensure_dir(&dir)?;
-        Ok(SecurityDir { dir })
+        let cache_config = crate::cache::repository_cache_dir(env, repository_id).join("config");
+        Ok(SecurityDir { dir, cache_config })
     }
 
     /// Path of the directory.
@@ -50,6 +54,42 @@ impl SecurityDir {
 
     fn read(&self, name: &str) -> Option<String> {
         std::fs::read_to_string(self.file(name)).ok()
+    }
+
+    /// The location this client last used the repository at (the `location` file), for
+    /// borg's `security: read previous location` debug line.
+    pub fn previous_location(&self) -> Option<String> {
+        self.read("location")
+    }
+
+    /// The `location` file's path (named in borg's "not found" debug line).
+    pub fn location_file(&self) -> PathBuf {
+        self.file("location")
+    }
+
+    /// Records `location` as the cache config's `previous_location` (if there is a cache).
+    fn set_cache_location(&self, location: &str) -> Result<()> {
+        let Ok(text) = std::fs::read_to_string(&self.cache_config) else {
+            return Ok(());
+        };
+        let Ok(mut ini) = crate::cache::config::Ini::parse(&text) else {
+            return Ok(());
+        };
+        ini.set("cache", "previous_location", location);
+        let tmp = self.cache_config.with_extension("tmp");
+        std::fs::write(&tmp, ini.to_text())
+            .and_then(|()| std::fs::rename(&tmp, &self.cache_config))
+            .map_err(|e| Error::io(format!("writing {}", self.cache_config.display()), e))
+    }
+
+    /// A `[cache]` value of the cache config (`previous_location`, `key_type`,
+    /// `timestamp`), if the cache exists and has it non-empty.
+    fn cache_value(&self, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(&self.cache_config).ok()?;
+        let ini = crate::cache::config::Ini::parse(&text).ok()?;
+        ini.get("cache", key)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
     }
 
     fn write(&self, name: &str, content: &str) -> Result<()> {
@@ -96,16 +136,20 @@ impl SecurityDir {
     /// borg's `assert_secure`: refuses a swapped key type or a replayed manifest, asks before
     /// using a relocated repository or an unknown unencrypted one, and remembers the repository
     /// when it was unknown. `warn_if_unencrypted` is false only while initializing.
+    /// `logically_encrypted` is borg's `key.logically_encrypted`
+    /// ([`crate::keys::UnlockedKey::logically_encrypted`]): a repokey with an empty passphrase
+    /// protects nothing, so it is asked about like an unencrypted repository.
     pub fn assert_secure(
         &self,
         location: &str,
         manifest: &Manifest,
         key: &Key,
+        logically_encrypted: bool,
         warn_if_unencrypted: bool,
         confirm: Confirm<'_>,
     ) -> Result<()> {
         let timestamp = manifest.timestamp.as_deref().unwrap_or("");
-        if !key.key_type().is_encrypted() && !self.known() {
+        if !logically_encrypted && !self.known() {
             let question = "Warning: Attempting to access a previously unknown unencrypted repository!\nDo you want to continue? [yN] ";
             if warn_if_unencrypted
                 && !confirm(question, "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK")
@@ -114,7 +158,12 @@ impl SecurityDir {
             }
             self.save(location, key.key_type(), timestamp)?;
         }
-        if let Some(previous) = self.read("location") {
+        // borg reconciles a disagreeing security dir and cache by taking the cache's location
+        let previous = match (self.read("location"), self.cache_value("previous_location")) {
+            (p, Some(c)) if p.as_deref() != Some(c.as_str()) => Some(c),
+            (p, _) => p,
+        };
+        if let Some(previous) = previous {
             if !previous.is_empty() && previous != location {
                 let question = format!(
                     "Warning: The repository at location {location} was previously located at {previous}\nDo you want to continue? [yN] "
@@ -122,16 +171,23 @@ impl SecurityDir {
                 if !confirm(&question, "BORG_RELOCATED_REPO_ACCESS_IS_OK") {
                     return Err(Error::AccessAborted("Repository access aborted".into()));
                 }
+                // borg adapts the security dir and the cache config immediately
                 self.write("location", location)?;
+                self.set_cache_location(location)?;
             }
         }
-        if self.known()
-            && self.read("key-type").as_deref()
-                != Some(key.key_type().type_byte().to_string().as_str())
-        {
+        let my_type = key.key_type().type_byte().to_string();
+        if self.known() && self.read("key-type").as_deref() != Some(my_type.as_str()) {
+            return Err(Error::EncryptionMethodMismatch);
+        }
+        if self.cache_value("key_type").is_some_and(|t| t != my_type) {
             return Err(Error::EncryptionMethodMismatch);
         }
         let seen = self.read("manifest-timestamp").unwrap_or_default();
+        let seen = match self.cache_value("timestamp") {
+            Some(c) if c > seen => c,
+            _ => seen,
+        };
         if !seen.is_empty() && seen.as_str() > timestamp {
             return Err(if key.key_type() == KeyType::Plaintext {
                 Error::RepositoryIdNotUnique

@@ -15,7 +15,7 @@ use rborg_archive::init::init_repository;
 use rborg_archive::item::Item;
 use rborg_archive::keys::{load_key, PassphraseProvider};
 use rborg_archive::manifest::{read_manifest_object, Operation};
-use rborg_archive::walk::Pattern;
+use rborg_archive::patterns::{Pattern, PatternStyle};
 use rborg_archive::Manifest;
 use rborg_crypto::{KeyType, Passphrase};
 use rborg_repository::{LocalRepository, OpenOptions, Repository};
@@ -149,7 +149,8 @@ fn archive_reads_back() {
         threads: 3,
         ..CreateOptions::default()
     };
-    opts.excludes.push(Pattern::parse("*.o").unwrap());
+    opts.patterns
+        .add_exclude(Pattern::parse("*.o", PatternStyle::Fnmatch).unwrap());
     opts.hostname = "host".into();
     opts.username = "user".into();
     let mut rep = Collect::default();

@@ -21,7 +21,7 @@ use rborg_archive::delete::{delete_archive, rename_archive};
 use rborg_archive::extract::{extract_archive, ExtractEvent, ExtractOptions};
 use rborg_archive::keys::{load_key, PassphraseProvider};
 use rborg_archive::manifest::read_manifest_object;
-use rborg_archive::patterns::{Pattern, PatternMatcher};
+use rborg_archive::patterns::{Pattern, PatternMatcher, PatternStyle};
 use rborg_archive::refcount::RefCounts;
 use rborg_archive::Manifest;
 use rborg_crypto::Passphrase;
@@ -142,9 +142,9 @@ fn run(mode: &str, seed: u64) {
     std::fs::create_dir(&out).unwrap();
     let meta = ArchiveMeta::load_by_name(&mut repo, &key, &manifest, "two", false).unwrap();
     let mut matcher = PatternMatcher::new();
-    matcher.add_exclude(Pattern::parse("*.log", "fm").unwrap());
-    matcher.add_include(Pattern::parse("src/d", "pp").unwrap());
-    matcher.add_include(Pattern::parse("sh:src/*.bin", "pp").unwrap());
+    matcher.add_exclude(Pattern::parse("*.log", PatternStyle::Fnmatch).unwrap());
+    matcher.add_include(Pattern::parse("src/d", PatternStyle::PathPrefix).unwrap());
+    matcher.add_include(Pattern::parse("sh:src/*.bin", PatternStyle::PathPrefix).unwrap());
     let mut listed = Vec::new();
     let summary = extract_archive(
         &mut repo,
@@ -157,6 +157,7 @@ fn run(mode: &str, seed: u64) {
         &mut |e| match e {
             ExtractEvent::Listed(p) => listed.push(p),
             ExtractEvent::Warning(w) => panic!("warning: {w}"),
+            ExtractEvent::Total(_) | ExtractEvent::Data { .. } => panic!("progress not asked for"),
         },
     )
     .unwrap();

@@ -114,7 +114,7 @@ fn html_escape(s: &str) -> String {
     out
 }
 
-const QR_HTML_HEAD: &str = r#"<!DOCTYPE html>
+const QR_HTML_HEAD: &str = r#"<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">

@@ -97,6 +97,31 @@ pub enum Error {
     /// Other I/O errors.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// `PathNotAllowed` (`borg/remote.py`): `borg serve --restrict-to-path/--restrict-to-repository`
+    /// refused the repository path.
+    #[error("Repository path not allowed: {0}")]
+    PathNotAllowed(String),
+    /// An `IntegrityError` reported by a remote repository (its message only).
+    #[error("Data integrity error: {0}")]
+    RemoteIntegrity(String),
+    /// `InvalidRPCMethod`: the server does not know the method.
+    #[error("RPC method {0} is not valid")]
+    InvalidRpcMethod(String),
+    /// `ConnectionClosed` / `ConnectionClosedWithHint`: the RPC peer went away.
+    #[error("Connection closed by remote host{0}")]
+    ConnectionClosed(String),
+    /// `UnexpectedRPCDataFormatFromServer`/`...FromClient`: undecodable RPC data.
+    #[error("Got unexpected RPC data format: {0}")]
+    UnexpectedRpcData(String),
+    /// Any other exception of the remote side (borg's `RemoteRepository.RPCError`): the
+    /// class name and the short message the server sent.
+    #[error("{message}")]
+    Remote {
+        /// borg's exception class name.
+        class: String,
+        /// `exception_short`, joined by newlines.
+        message: String,
+    },
 }
 
 impl From<SegmentError> for Error {
@@ -135,6 +160,12 @@ impl Error {
             }
             Error::Lock(_) => "LockError",
             Error::Io(_) => "OSError",
+            Error::PathNotAllowed(_) => "PathNotAllowed",
+            Error::RemoteIntegrity(_) => "IntegrityError",
+            Error::InvalidRpcMethod(_) => "InvalidRPCMethod",
+            Error::ConnectionClosed(_) => "ConnectionClosed",
+            Error::UnexpectedRpcData(_) => "UnexpectedRPCDataFormatFromServer",
+            Error::Remote { .. } => "RPCError",
         }
     }
 
@@ -148,7 +179,10 @@ impl Error {
             | Error::ParentPathDoesNotExist(p)
             | Error::InvalidRepository(p)
             | Error::AtticRepository(p)
-            | Error::CheckNeeded(p) => vec![p.clone()],
+            | Error::CheckNeeded(p)
+            | Error::PathNotAllowed(p)
+            | Error::RemoteIntegrity(p)
+            | Error::InvalidRpcMethod(p) => vec![p.clone()],
             Error::InvalidRepositoryConfig(p, m) => vec![p.clone(), m.clone()],
             Error::ObjectNotFound { id, repo } => vec![id.clone(), repo.clone()],
             Error::InsufficientFreeSpace {

@@ -135,14 +135,29 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Python's `os.path.abspath`, which borg's `Repository` applies to its path: joined to the
+/// working directory and normalised lexically (`.` and `..` removed, symlinks not resolved), so
+/// `../repo` and `/x/repo` name the same repository in the security database.
 fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
+    use std::path::Component;
+    let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
         std::env::current_dir()
             .map(|d| d.join(path))
             .unwrap_or_else(|_| path.to_path_buf())
+    };
+    let mut out = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
     }
+    out
 }
 
 /// `YYYY-mm-ddTHH:MM:SS.ffffff` in UTC (borg's `ISO_FORMAT`).
@@ -357,8 +372,22 @@ impl LocalRepository {
 
     /// Write the config like borg's `save_config` (old file hard-linked aside, new file written
     /// atomically, old contents securely erased, since it may hold an old repokey).
+    ///
+    /// Without a lock (`--bypass-lock`), a refused write only warns: that is expected on a
+    /// read-only repository (borg's `save_config` `PermissionError` handling).
     pub fn save_config(&mut self) -> Result<()> {
-        save_config(&self.path, &self.config)
+        match save_config(&self.path, &self.config) {
+            Err(Error::Config(crate::config::ConfigError::Io(e)))
+                if !self.do_lock && e.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                eprintln!(
+                    "{e}: Failed writing to '{}'. This is expected when working on read-only repositories.",
+                    self.path.join("config").display()
+                );
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Whether the repository is (or was opened) append-only.
@@ -1216,5 +1245,19 @@ impl Repository for LocalRepository {
             hex::encode(next_unreserved.to_be_bytes()).as_bytes(),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute;
+    use std::path::Path;
+
+    #[test]
+    fn absolute_normalises_like_python_abspath() {
+        assert_eq!(absolute(Path::new("/a/b/../c/./d")), Path::new("/a/c/d"));
+        assert_eq!(absolute(Path::new("/..")), Path::new("/"));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(absolute(Path::new("../x")), cwd.parent().unwrap().join("x"));
     }
 }

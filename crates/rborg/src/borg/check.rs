@@ -1,18 +1,21 @@
-//! `borg check`: verify the repository's segments and index (`--repository-only`), with
-//! `--repair` rebuilding what can be rebuilt.
+//! `borg check`: verify the repository's segments and index, then the archives (borg 1.2.4
+//! `archiver.py` `do_check`: `Repository.check` followed by `ArchiveChecker.check`), with
+//! `--repair` fixing what can be fixed.
 
 use clap::Args;
 
 use super::archives::ArchiveFilterArgs;
 use super::common::{
-    yes_with, CmdError, CmdResult, Context, EXIT_ERROR, EXIT_SUCCESS, EXIT_WARNING,
+    yes_with, CmdError, CmdResult, Context, InteractivePassphrase, EXIT_ERROR, EXIT_SUCCESS,
+    EXIT_WARNING,
 };
-use rborg_archive::check::{self, Severity};
-use rborg_archive::manifest::Operation;
-use rborg_repository::location::Location;
-use rborg_repository::LocalRepository;
+use rborg_archive::check::{self, CheckOptions, Selection, Severity};
+use rborg_archive::keys::load_key;
+use rborg_archive::security::SecurityDir;
+use rborg_archive::Manifest;
+use rborg_crypto::paths::std_env;
 
-use super::open::{location, open_repository, open_with_manifest, LockMode};
+use super::open::{location, open_repository, AnyRepository, LockMode};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -69,35 +72,53 @@ pub fn run(ctx: &mut Context, args: CheckArgs) -> CmdResult {
             .error("--repository-only is required for --max-duration support.");
         return Ok(EXIT_ERROR);
     }
+    // borg's --save-space only makes commits slower; rborg's commits need no extra space
     let _ = args.save_space;
     let loc = location(args.location.as_deref())?;
-    let mut code = EXIT_SUCCESS;
-    if !args.archives_only {
-        let mut repository = open_repository(ctx, &loc, LockMode::Exclusive)?;
-        if !check_repository(ctx, &mut repository, &args)? {
-            code = EXIT_WARNING;
-        }
+    let mut repository = open_repository(ctx, &loc, LockMode::Exclusive)?;
+    if !args.archives_only && !check_repository(ctx, &mut repository, &args)? {
         repository.close()?;
+        return Ok(EXIT_WARNING);
     }
-    if !args.repo_only && !check_archives(ctx, &loc, &args)? {
-        code = EXIT_WARNING;
+    if !args.repo_only && !check_archives(ctx, &mut repository, loc.archive.clone(), &args)? {
+        repository.close()?;
+        return Ok(EXIT_WARNING);
     }
-    Ok(code)
+    repository.close()?;
+    Ok(EXIT_SUCCESS)
 }
 
-/// The repository part (segments and index); true when no problem remains.
+/// The repository part (segments and index); true when no problem remains. A remote
+/// repository is checked by `borg serve`, which logs the details itself.
 fn check_repository(
     ctx: &Context,
-    repository: &mut LocalRepository,
+    repository: &mut AnyRepository,
     args: &CheckArgs,
 ) -> Result<bool, CmdError> {
+    let repository = match repository {
+        AnyRepository::Local(local) => local,
+        AnyRepository::Remote(remote, _) => {
+            return Ok(remote.check_with_duration(
+                args.repair,
+                args.save_space,
+                args.max_duration,
+            )?)
+        }
+    };
     ctx.log.info("Starting repository check");
     let partial = args.max_duration > 0;
+    if ctx.common.progress {
+        // borg's progress indicator for this step (`Checking segments %3.1f%%`)
+        eprint!("Checking segments 0.0%\r");
+    }
     let report = if partial {
         repository.check_partial(std::time::Duration::from_secs(args.max_duration))?
     } else {
         repository.check_report(args.repair)?
     };
+    if ctx.common.progress {
+        eprintln!("Checking segments 100.0%");
+    }
     let mode = if partial { "partial" } else { "full" };
     for e in &report.errors {
         ctx.log.error(e);
@@ -121,45 +142,81 @@ fn check_repository(
     Ok(report.ok)
 }
 
-/// The archive part (borg's `ArchiveChecker` without repair); true when no problem was found.
-fn check_archives(ctx: &Context, loc: &Location, args: &CheckArgs) -> Result<bool, CmdError> {
-    ctx.log.info("Starting archive consistency check...");
-    let mut opened = open_with_manifest(ctx, loc, LockMode::Exclusive, &[Operation::Check])?;
-    let manifest = std::mem::take(&mut opened.manifest);
-    let (selected, check_all) = match &loc.archive {
-        Some(name) => {
-            if !manifest.archives.contains_key(name) {
-                return Err(CmdError::new(format!("Archive {name} does not exist")));
-            }
-            (vec![name.clone()], false)
-        }
-        None => (args.filter.select_names(&manifest)?, !args.filter.any()),
+/// The archive part (borg's `ArchiveChecker.check`): true when no problem was found, or when
+/// repairing.
+fn check_archives(
+    ctx: &Context,
+    repository: &mut AnyRepository,
+    archive: Option<String>,
+    args: &CheckArgs,
+) -> Result<bool, CmdError> {
+    // The key comes from any object: the manifest may be missing or damaged (borg's `make_key`).
+    let Some(sample) = check::find_key_sample(repository).map_err(to_cmd)? else {
+        ctx.log.info("Starting archive consistency check...");
+        ctx.log
+            .error("Repository contains no apparent data at all, cannot continue check/repair.");
+        return Ok(false);
     };
-    let report = check::check_archives(
-        &mut opened.repository,
-        &opened.key.key,
-        &manifest,
-        &selected,
-        check_all,
-        args.verify_data,
-    )?;
-    for (severity, line) in &report.lines {
-        match severity {
-            Severity::Info => ctx.log.info(line),
-            Severity::Error => ctx.log.error(line),
+    let key = load_key(repository, &sample, &mut InteractivePassphrase, &std_env)?;
+    let repo_id = rborg_repository::Repository::id(&*repository);
+    let security = SecurityDir::open(&std_env, &repo_id)?;
+    let filter = &args.filter;
+    let select = |manifest: &Manifest| -> Vec<String> {
+        let names = match filter.select_names(manifest) {
+            Ok(n) => n,
+            Err(e) => {
+                ctx.log.error(&e.message);
+                return Vec::new();
+            }
+        };
+        let glob = match (&filter.prefix, &filter.glob_archives) {
+            (Some(p), _) => Some(format!("{p}*")),
+            (None, g) => g.clone(),
+        };
+        if let Some(glob) = glob.filter(|_| names.is_empty()) {
+            ctx.log.warning(&format!(
+                "--glob-archives {glob} does not match any archives"
+            ));
         }
-    }
-    if report.ok() {
-        ctx.log
-            .info("Archive consistency check complete, no problems found.");
-    } else {
-        if args.repair {
-            ctx.log
-                .error("rborg cannot repair archives yet; real borg's check --repair can.");
+        if filter.first > 0 && names.len() < filter.first {
+            ctx.log.warning(&format!(
+                "--first {} archives: only found {} archives",
+                filter.first,
+                names.len()
+            ));
         }
-        ctx.log
-            .error("Archive consistency check complete, problems found.");
-    }
-    opened.repository.close()?;
-    Ok(report.ok())
+        if filter.last > 0 && names.len() < filter.last {
+            ctx.log.warning(&format!(
+                "--last {} archives: only found {} archives",
+                filter.last,
+                names.len()
+            ));
+        }
+        names
+    };
+    let selection = match archive {
+        Some(name) => Selection::Archive(name),
+        None => Selection::Filter {
+            all: !filter.any(),
+            select: &select,
+        },
+    };
+    let options = CheckOptions {
+        repair: args.repair,
+        verify_data: args.verify_data,
+        selection,
+        nonce_file: security.nonce_file(),
+        location: repository.path().display().to_string(),
+    };
+    let mut log = |severity: Severity, line: &str| match severity {
+        Severity::Debug => ctx.log.debug(line),
+        Severity::Info => ctx.log.info(line),
+        Severity::Warning => ctx.log.warning(line),
+        Severity::Error => ctx.log.error(line),
+    };
+    check::check_archives(repository, &key.key, &options, &mut log).map_err(to_cmd)
+}
+
+fn to_cmd(e: check::CheckError) -> CmdError {
+    CmdError::new(e.to_string())
 }

@@ -336,3 +336,293 @@ pub fn format_timedelta(seconds: f64) -> String {
     }
     txt
 }
+
+/// A command line value with its position among the values of all options that use
+/// [`sequenced`], so options of different kinds can be put back in command line order.
+#[derive(Debug, Clone)]
+pub struct Sequenced {
+    pub seq: u64,
+    pub value: String,
+}
+
+/// A clap value parser that numbers values in the order clap parses them, which is command
+/// line order.
+pub fn sequenced(s: &str) -> Result<Sequenced, String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    Ok(Sequenced {
+        seq: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        value: s.to_string(),
+    })
+}
+
+/// borg's exclusion options (`define_exclude_and_patterns`): `-e`, `--exclude-from`,
+/// `--pattern` and `--patterns-from` all add to one ordered list of rules, so the first
+/// matching rule is the first given on the command line.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ExclusionArgs {
+    /// exclude paths matching PATTERN
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN", value_parser = sequenced)]
+    exclude: Vec<Sequenced>,
+    /// read exclude patterns from EXCLUDEFILE, one per line
+    #[arg(long = "exclude-from", value_name = "EXCLUDEFILE", value_parser = sequenced)]
+    exclude_from: Vec<Sequenced>,
+    /// include/exclude paths matching PATTERN
+    #[arg(long = "pattern", value_name = "PATTERN", allow_hyphen_values = true, value_parser = sequenced)]
+    pattern: Vec<Sequenced>,
+    /// read include/exclude patterns from PATTERNFILE, one per line
+    #[arg(long = "patterns-from", value_name = "PATTERNFILE", value_parser = sequenced)]
+    patterns_from: Vec<Sequenced>,
+}
+
+impl ExclusionArgs {
+    /// The rules and `R` roots in command line order. A missing file is borg's
+    /// `Error(str(FileNotFoundError))`; a bad pattern is an error as well.
+    pub fn load(&self) -> Result<rborg_archive::patterns::PatternOptions, CmdError> {
+        use rborg_archive::patterns::PatternOptions;
+        #[derive(Clone, Copy)]
+        enum Kind {
+            Exclude,
+            ExcludeFile,
+            Pattern,
+            PatternFile,
+        }
+        let mut all: Vec<(&Sequenced, Kind)> = Vec::new();
+        all.extend(self.exclude.iter().map(|s| (s, Kind::Exclude)));
+        all.extend(self.exclude_from.iter().map(|s| (s, Kind::ExcludeFile)));
+        all.extend(self.pattern.iter().map(|s| (s, Kind::Pattern)));
+        all.extend(self.patterns_from.iter().map(|s| (s, Kind::PatternFile)));
+        all.sort_by_key(|(s, _)| s.seq);
+        let read = |path: &str| {
+            std::fs::read_to_string(path).map_err(|e| {
+                let errno = e.raw_os_error().unwrap_or(0);
+                let text = e.to_string();
+                let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+                CmdError::new(format!("[Errno {errno}] {text}: {path:?}").replace('"', "'"))
+            })
+        };
+        let mut out = PatternOptions::default();
+        for (s, kind) in all {
+            let v = s.value.as_str();
+            let r = match kind {
+                Kind::Exclude => out.add_exclude(v),
+                Kind::Pattern => out.add_pattern(v),
+                Kind::ExcludeFile => out.load_exclude_file(&read(v)?),
+                Kind::PatternFile => out.load_pattern_file(&read(v)?),
+            };
+            r.map_err(|e| CmdError::new(e.to_string()))?;
+        }
+        Ok(out)
+    }
+}
+
+/// The terminal width as Python's `shutil.get_terminal_size` sees it: `COLUMNS`, else (when
+/// stdout is a terminal, whose size rborg does not query) 80 columns, else `fallback`.
+pub fn terminal_columns(fallback: Option<usize>) -> Option<usize> {
+    if let Some(c) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .filter(|&c| c > 0)
+    {
+        return Some(c);
+    }
+    if std::io::stdout().is_terminal() {
+        return Some(80);
+    }
+    fallback
+}
+
+/// borg's `ellipsis_truncate`: `msg` fitted into `space` columns, padded or cut in the middle.
+pub fn ellipsis_truncate(msg: &str, space: usize) -> String {
+    let chars: Vec<char> = msg.chars().collect();
+    if space < 8 {
+        return format!("...{}", " ".repeat(space.saturating_sub(3)));
+    }
+    if space < 3 + chars.len() {
+        let head: String = chars[..(space / 2).saturating_sub(3).min(chars.len())]
+            .iter()
+            .collect();
+        let tail_len = space.div_ceil(2).min(chars.len());
+        let tail: String = chars[chars.len() - tail_len..].iter().collect();
+        return format!("{head}...{tail}");
+    }
+    format!("{msg}{}", " ".repeat(space - chars.len()))
+}
+
+/// borg's `--progress` line for `create` (`Statistics.show_progress`): sizes so far and the
+/// current path, ended by `\r` on stderr (a JSON `archive_progress` line with `--log-json`),
+/// at most every 0.2 s.
+pub struct CreateProgress {
+    json: bool,
+    iec: bool,
+    last: Option<std::time::Instant>,
+}
+
+impl CreateProgress {
+    pub fn new(ctx: &Context) -> Self {
+        CreateProgress {
+            json: ctx.common.log_json,
+            iec: ctx.common.iec,
+            last: None,
+        }
+    }
+
+    /// Shows the statistics after an item was added.
+    pub fn show(&mut self, osize: u64, csize: u64, usize: u64, nfiles: u64, path: &str) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l).as_secs_f64() <= 0.2)
+        {
+            return;
+        }
+        self.last = Some(now);
+        let mut err = std::io::stderr().lock();
+        if self.json {
+            let line = serde_json::json!({
+                "type": "archive_progress",
+                "original_size": osize,
+                "compressed_size": csize,
+                "deduplicated_size": usize,
+                "nfiles": nfiles,
+                "path": path,
+                "time": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+            });
+            let _ = writeln!(err, "{line}");
+            return;
+        }
+        let columns = terminal_columns(Some(80)).unwrap_or(80);
+        let mut msg = format!(
+            "{} O {} C {} D {nfiles} N ",
+            format_file_size(osize, self.iec),
+            format_file_size(csize, self.iec),
+            format_file_size(usize, self.iec)
+        );
+        let mut space = columns.saturating_sub(msg.chars().count());
+        if space < 12 {
+            msg.clear();
+            space = columns;
+        }
+        if space >= 8 {
+            msg.push_str(&ellipsis_truncate(path, space));
+        }
+        let _ = write!(err, "{msg}\r");
+    }
+
+    /// Clears the progress line at the end (borg's `show_progress(final=True)`).
+    pub fn finish(&mut self) {
+        let mut err = std::io::stderr().lock();
+        if self.json {
+            let line = serde_json::json!({
+                "type": "archive_progress",
+                "finished": true,
+                "time": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+            });
+            let _ = writeln!(err, "{line}");
+        } else {
+            let columns = terminal_columns(Some(80)).unwrap_or(80);
+            let _ = write!(err, "{}\r", " ".repeat(columns));
+        }
+    }
+}
+
+/// borg's `ProgressIndicatorPercent`: `msg` with the percentage done (and an info text),
+/// shown each time another `step` percent is reached, each line ended by `\r` on stderr (a
+/// JSON `progress_percent` line with `--log-json`).
+pub struct PercentProgress {
+    json: bool,
+    msgid: &'static str,
+    total: u64,
+    counter: u64,
+    step: f64,
+    trigger_at: f64,
+    format: fn(f64, &str) -> String,
+}
+
+impl PercentProgress {
+    pub fn new(
+        ctx: &Context,
+        msgid: &'static str,
+        step: f64,
+        format: fn(f64, &str) -> String,
+    ) -> Self {
+        PercentProgress {
+            json: ctx.common.log_json,
+            msgid,
+            total: 0,
+            counter: 0,
+            step,
+            trigger_at: 0.0,
+            format,
+        }
+    }
+
+    pub fn set_total(&mut self, total: u64) {
+        self.total = total;
+    }
+
+    /// A free text line on the progress channel (borg's `pi.output(...)`).
+    pub fn message(&self, text: &str) {
+        self.emit(text, None, false);
+    }
+
+    /// Advances by `increase` and shows the line when the next step is reached.
+    pub fn show(&mut self, increase: u64, info: &str) {
+        let pct = if self.total == 0 {
+            100.0
+        } else {
+            self.counter as f64 * 100.0 / self.total as f64
+        };
+        self.counter += increase;
+        if pct < self.trigger_at {
+            return;
+        }
+        self.trigger_at += self.step;
+        let mut info = info.to_string();
+        if !self.json {
+            if let Some(columns) = terminal_columns(None) {
+                let used = (self.format)(pct, "").chars().count();
+                info = ellipsis_truncate(&info, columns.saturating_sub(used));
+            }
+        }
+        let line = (self.format)(pct, &info);
+        self.emit(&line, Some(&info), false);
+    }
+
+    /// Ends the progress display (an empty line, or `finished` in JSON).
+    pub fn finish(&self) {
+        self.emit("", None, true);
+    }
+
+    fn emit(&self, text: &str, info: Option<&str>, finished: bool) {
+        let mut err = std::io::stderr().lock();
+        if self.json {
+            let line = serde_json::json!({
+                "type": "progress_percent",
+                "operation": 1,
+                "msgid": self.msgid,
+                "finished": finished,
+                "message": text,
+                "current": self.counter,
+                "total": self.total,
+                "info": info.map(|i| vec![i.to_string()]),
+                "time": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+            });
+            let _ = writeln!(err, "{line}");
+        } else {
+            let text = match terminal_columns(None) {
+                Some(c) if info.is_none() => format!("{text:<c$}"),
+                _ => text.to_string(),
+            };
+            let _ = write!(err, "{text}\r");
+        }
+    }
+}

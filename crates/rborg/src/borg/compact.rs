@@ -28,17 +28,23 @@ pub fn run(ctx: &mut Context, args: CompactArgs) -> CmdResult {
     // else changed; the commit then compacts.
     let manifest = repository.get(&MANIFEST_ID)?;
     repository.put(&MANIFEST_ID, &manifest)?;
-    let before = repository.hints()?.storage_quota_use;
+    // the remote server reports the freed space itself
+    let before = match repository.as_local_mut() {
+        Some(r) => Some(r.hints()?.storage_quota_use),
+        None => None,
+    };
     repository.commit_with_cleanup(
         true,
         f64::from(args.threshold) / 100.0,
         args.cleanup_commits,
     )?;
-    let after = repository.hints()?.storage_quota_use;
-    ctx.log.info(&format!(
-        "compaction freed about {} repository space.",
-        rborg_repository::error::format_file_size(before as i64 - after as i64)
-    ));
+    if let (Some(before), Some(r)) = (before, repository.as_local_mut()) {
+        let after = r.hints()?.storage_quota_use;
+        ctx.log.info(&format!(
+            "compaction freed about {} repository space.",
+            rborg_repository::error::format_file_size(before as i64 - after as i64)
+        ));
+    }
     repository.close()?;
     Ok(EXIT_SUCCESS)
 }

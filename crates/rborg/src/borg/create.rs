@@ -7,13 +7,18 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use clap::Args;
 use rborg_archive::create::chrono::{self, Local, NaiveDateTime, TimeZone, Utc};
-use rborg_archive::create::{create_archive, CreateError, CreateOptions, Reporter, Source};
+use rborg_archive::create::{
+    create_archive_cached, CreateError, CreateOptions, Reporter, Source, Stats,
+};
+use rborg_archive::info::repository_stats;
 use rborg_archive::manifest::Operation;
+use rborg_archive::patterns::PatternMatcher;
+use rborg_archive::refcount::RefCounts;
 use rborg_archive::security::SecurityDir;
-use rborg_archive::walk::Pattern;
 use rborg_archive::Manifest;
 use rborg_chunker::ChunkerParams;
 use rborg_compress::CompressionSpec;
@@ -21,7 +26,8 @@ use rborg_crypto::paths::std_env;
 use rborg_repository::Repository;
 
 use super::common::{
-    format_file_size, format_timedelta, CmdError, CmdResult, Context, EXIT_SUCCESS, EXIT_WARNING,
+    format_file_size, format_timedelta, CmdError, CmdResult, Context, CreateProgress,
+    ExclusionArgs, EXIT_SUCCESS, EXIT_WARNING,
 };
 use super::open::{location, open_with_manifest, LockMode};
 use super::BORG_VERSION;
@@ -61,12 +67,23 @@ pub struct CreateArgs {
     /// set mode to M in archive for stdin data (default: 0660)
     #[arg(long = "stdin-mode", value_name = "M", default_value = "0660", value_parser = parse_octal)]
     stdin_mode: u32,
-    /// exclude paths matching PATTERN
-    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
-    exclude: Vec<String>,
-    /// read exclude patterns from EXCLUDEFILE, one per line
-    #[arg(long = "exclude-from", value_name = "EXCLUDEFILE")]
-    exclude_from: Vec<PathBuf>,
+    /// interpret PATH as command and store its stdout. See also section Reading from stdin below.
+    #[arg(long = "content-from-command")]
+    content_from_command: bool,
+    /// read DELIM-separated list of paths to backup from stdin. Will not recurse into directories.
+    #[arg(long = "paths-from-stdin")]
+    paths_from_stdin: bool,
+    /// interpret PATH as command and treat its output as ``--paths-from-stdin``
+    #[arg(long = "paths-from-command")]
+    paths_from_command: bool,
+    /// set path delimiter for ``--paths-from-stdin`` and ``--paths-from-command`` (default: \n)
+    #[arg(long = "paths-delimiter", value_name = "DELIM")]
+    paths_delimiter: Option<String>,
+    #[command(flatten)]
+    exclusion: ExclusionArgs,
+    /// exclude files flagged NODUMP
+    #[arg(long = "exclude-nodump")]
+    exclude_nodump: bool,
     /// exclude directories that contain a CACHEDIR.TAG file
     #[arg(long = "exclude-caches")]
     exclude_caches: bool,
@@ -82,9 +99,12 @@ pub struct CreateArgs {
     /// only store numeric user and group identifiers
     #[arg(long = "numeric-ids", alias = "numeric-owner")]
     numeric_ids: bool,
-    /// do not store atime into archive
+    /// do not store atime into archive (deprecated: the default now)
     #[arg(long)]
     noatime: bool,
+    /// do store atime into archive
+    #[arg(long)]
+    atime: bool,
     /// do not store ctime into archive
     #[arg(long)]
     noctime: bool,
@@ -133,22 +153,163 @@ pub struct CreateArgs {
     #[arg(value_name = "ARCHIVE")]
     location: String,
     /// paths to archive
-    #[arg(value_name = "PATH", required = true)]
+    #[arg(value_name = "PATH")]
     paths: Vec<String>,
+}
+
+/// Starts `argv` with its stdout piped (borg's `subprocess.Popen(args.paths, stdout=PIPE)`).
+fn spawn_command(argv: &[String]) -> Result<std::process::Child, CmdError> {
+    std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            let errno = e.raw_os_error().unwrap_or(0);
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text);
+            CmdError::new(format!(
+                "Failed to execute command: [Errno {errno}] {text}: '{}'",
+                argv[0]
+            ))
+        })
+}
+
+/// borg's message when a `--paths-from-command` / `--content-from-command` command fails.
+fn command_failed(name: &str, status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| -status.signal().unwrap_or(0));
+    format!("Command '{name}' exited with status {code}")
+}
+
+/// Runs `argv` to the end and returns its stdout; a failing command is an error and no
+/// archive is created.
+fn command_output(argv: &[String]) -> Result<Vec<u8>, CmdError> {
+    let mut child = spawn_command(argv)?;
+    let mut data = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        std::io::Read::read_to_end(&mut out, &mut data)?;
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(CmdError::new(command_failed(&argv[0], status)));
+    }
+    Ok(data)
+}
+
+/// The stdout of a `--content-from-command` command; at its end the command's exit status is
+/// checked, and a failure becomes a read error, so the archive is not committed.
+struct CommandOutput {
+    child: std::process::Child,
+    name: String,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl std::io::Read for CommandOutput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = match self.child.stdout.as_mut() {
+            Some(out) => out.read(buf)?,
+            None => 0,
+        };
+        if n > 0 || buf.is_empty() {
+            return Ok(n);
+        }
+        self.child.stdout = None;
+        let status = self.child.wait()?;
+        if status.success() {
+            return Ok(0);
+        }
+        let message = command_failed(&self.name, status);
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some(message.clone());
+        }
+        Err(std::io::Error::other(message))
+    }
+}
+
+/// borg's `eval_escapes` for `--paths-delimiter` (`\n`, `\0`, `\t`, `\xHH`, ...).
+fn eval_escapes(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            let mut b = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push(b'\n'),
+            Some('t') => out.push(b'\t'),
+            Some('r') => out.push(b'\r'),
+            Some('a') => out.push(7),
+            Some('b') => out.push(8),
+            Some('f') => out.push(12),
+            Some('v') => out.push(11),
+            Some('\\') => out.push(b'\\'),
+            Some('x') => {
+                let hex: String = (0..2).filter_map(|_| chars.next()).collect();
+                match u8::from_str_radix(&hex, 16) {
+                    Ok(b) => out.push(b),
+                    Err(_) => out.extend_from_slice(format!("\\x{hex}").as_bytes()),
+                }
+            }
+            Some(d @ '0'..='7') => {
+                let mut v = d.to_digit(8).unwrap_or(0);
+                for _ in 0..2 {
+                    match chars.peek().and_then(|c| c.to_digit(8)) {
+                        Some(x) => {
+                            v = v * 8 + x;
+                            chars.next();
+                        }
+                        None => break,
+                    }
+                }
+                out.push(v as u8);
+            }
+            Some(other) => {
+                out.push(b'\\');
+                let mut b = [0u8; 4];
+                out.extend_from_slice(other.encode_utf8(&mut b).as_bytes());
+            }
+            None => out.push(b'\\'),
+        }
+    }
+    out
+}
+
+/// borg's `iter_separated`: the parts between delimiters; a trailing empty part is dropped.
+fn split_paths<'a>(data: &'a [u8], delimiter: &[u8]) -> Vec<&'a [u8]> {
+    let mut parts = Vec::new();
+    if delimiter.is_empty() {
+        if !data.is_empty() {
+            parts.push(data);
+        }
+        return parts;
+    }
+    let mut rest = data;
+    while let Some(pos) = rest.windows(delimiter.len()).position(|w| w == delimiter) {
+        parts.push(&rest[..pos]);
+        rest = &rest[pos + delimiter.len()..];
+    }
+    if !rest.is_empty() {
+        parts.push(rest);
+    }
+    parts
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8).map_err(|e| format!("invalid octal number {s:?}: {e}"))
 }
 
-fn parse_chunker_params(s: &str) -> Result<ChunkerParams, String> {
+pub(super) fn parse_chunker_params(s: &str) -> Result<ChunkerParams, String> {
     if s == "default" {
         return Ok(ChunkerParams::DEFAULT);
     }
     s.parse::<ChunkerParams>().map_err(|e| e.to_string())
 }
 
-fn parse_compression(s: &str) -> Result<CompressionSpec, String> {
+pub(super) fn parse_compression(s: &str) -> Result<CompressionSpec, String> {
     s.parse::<CompressionSpec>().map_err(|e| e.to_string())
 }
 
@@ -183,7 +344,7 @@ fn files_cache_mode(s: &str) -> Result<String, String> {
 }
 
 /// borg's `timestamp()` argument type: a reference file's mtime, or an ISO-like UTC time.
-fn parse_timestamp_arg(s: &str) -> Result<NaiveDateTime, String> {
+pub(super) fn parse_timestamp_arg(s: &str) -> Result<NaiveDateTime, String> {
     if let Ok(md) = std::fs::metadata(s) {
         use std::os::unix::fs::MetadataExt;
         return chrono::DateTime::from_timestamp(md.mtime(), md.mtime_nsec() as u32)
@@ -209,14 +370,14 @@ fn parse_timestamp_arg(s: &str) -> Result<NaiveDateTime, String> {
     ))
 }
 
-fn host_name() -> String {
+pub(super) fn host_name() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default()
 }
 
-fn os_user_name() -> String {
+pub(super) fn os_user_name() -> String {
     nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
         .flatten()
@@ -326,6 +487,7 @@ struct CliReporter<'a> {
     ctx: &'a Context,
     list: bool,
     filter: Option<String>,
+    progress: Option<CreateProgress>,
 }
 
 impl Reporter for CliReporter<'_> {
@@ -338,11 +500,24 @@ impl Reporter for CliReporter<'_> {
                 return;
             }
         }
-        eprintln!("{status} {}", String::from_utf8_lossy(path));
+        let path = String::from_utf8_lossy(path);
+        if self.ctx.common.log_json {
+            let line = serde_json::json!({"type": "file_status", "status": status.to_string(), "path": path});
+            eprintln!("{line}");
+        } else {
+            eprintln!("{status} {path}");
+        }
     }
 
     fn warning(&mut self, message: &str) {
         self.ctx.log.warning(message);
+    }
+
+    fn progress(&mut self, stats: &Stats, path: &[u8]) {
+        if let Some(p) = &mut self.progress {
+            let path = String::from_utf8_lossy(path);
+            p.show(stats.osize, stats.csize, stats.usize, stats.nfiles, &path);
+        }
     }
 }
 
@@ -354,26 +529,25 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
         ));
     };
     let name = replace_placeholders(&raw_name).map_err(CmdError::new)?;
-    let mut excludes = Vec::new();
-    for p in &args.exclude {
-        excludes.push(Pattern::parse(p).map_err(|e| CmdError::new(e.to_string()))?);
+    let exclusion = args.exclusion.load()?;
+    // `R` roots come first, then the PATH arguments (borg's `paths` with action "extend")
+    let mut paths = exclusion.roots.clone();
+    paths.extend(args.paths.iter().cloned());
+    if !paths.is_empty() && args.paths_from_stdin {
+        return Err(CmdError::new(
+            "Must not pass PATH with ``--paths-from-stdin``.",
+        ));
     }
-    for f in &args.exclude_from {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| CmdError::new(format!("{}: {e}", f.display())))?;
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            excludes.push(Pattern::parse(line).map_err(|e| CmdError::new(e.to_string()))?);
+    if paths.is_empty() {
+        if args.content_from_command || args.paths_from_command {
+            return Err(CmdError::new("No command given."));
+        }
+        if !args.paths_from_stdin {
+            return Err(CmdError::new("Need at least one PATH argument."));
         }
     }
-    if args.files_cache != "d" {
-        ctx.log.debug(
-            "files cache: not implemented in rborg, every file is read (as --files-cache=disabled)",
-        );
-    }
+    let mut patterns = PatternMatcher::new();
+    patterns.add_inclexcl(exclusion.rules);
     let comment = replace_placeholders(&args.comment).map_err(CmdError::new)?;
 
     let mut opened = open_with_manifest(ctx, &loc, LockMode::Exclusive, &[Operation::Write])?;
@@ -387,10 +561,51 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
     let security = SecurityDir::open(&std_env, &opened.repository.id())?;
     ctx.log
         .info(&format!("Creating archive at \"{}\"", loc.processed));
+    ctx.log.debug("Processing files ...");
 
     let mut sources = Vec::new();
     let mut stdin_used = false;
-    for p in &args.paths {
+    let command_failure = Arc::new(Mutex::new(None::<String>));
+    if args.content_from_command {
+        if !args.dry_run {
+            let child = spawn_command(&paths)?;
+            sources.push(Source::Stream {
+                reader: Box::new(CommandOutput {
+                    child,
+                    name: paths[0].clone(),
+                    failure: command_failure.clone(),
+                }),
+                name: args.stdin_name.clone(),
+                mode: args.stdin_mode,
+                user: args.stdin_user.clone(),
+                group: args.stdin_group.clone(),
+            });
+        }
+    } else if args.paths_from_stdin || args.paths_from_command {
+        let delimiter = match &args.paths_delimiter {
+            Some(d) => eval_escapes(d),
+            None => b"\n".to_vec(),
+        };
+        let data = if args.paths_from_command {
+            command_output(&paths)?
+        } else {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut data)?;
+            data
+        };
+        for path in split_paths(&data, &delimiter) {
+            use std::os::unix::ffi::OsStrExt;
+            sources.push(Source::Single(PathBuf::from(std::ffi::OsStr::from_bytes(
+                path,
+            ))));
+        }
+    }
+    let paths = if args.content_from_command || args.paths_from_command {
+        Vec::new()
+    } else {
+        paths
+    };
+    for p in &paths {
         if p == "-" && !stdin_used {
             stdin_used = true;
             sources.push(Source::Stream {
@@ -412,14 +627,16 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
         numeric_ids: args.numeric_ids,
         one_file_system: args.one_file_system,
         read_special: args.read_special,
-        excludes,
+        patterns,
         exclude_caches: args.exclude_caches,
+        exclude_nodump: args.exclude_nodump,
         exclude_if_present: args.exclude_if_present.clone(),
         keep_exclude_tags: args.keep_exclude_tags,
-        noatime: args.noatime,
+        noatime: !args.atime,
         noctime: args.noctime,
         noflags: args.noflags,
         noxattrs: args.noxattrs,
+        noacls: args.noacls,
         sparse: args.sparse,
         comment,
         timestamp: args.timestamp,
@@ -436,9 +653,38 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
         ctx,
         list: args.output_list,
         filter: args.output_filter.clone(),
+        progress: ctx.common.progress.then(|| CreateProgress::new(ctx)),
     };
     let key = opened.key.key.clone();
-    let created = match create_archive(
+    // borg's Cache(..., permit_adhoc_cache=--no-cache-sync): the local cache unless
+    // --no-cache-sync is given and it is out of sync; none for a dry run
+    let use_cache = !args.dry_run
+        && (!args.no_cache_sync
+            || rborg_archive::cache::local::cache_in_sync(
+                &std_env,
+                &opened.repository.id(),
+                &manifest.id,
+            ));
+    let mut cache_warning = false;
+    let mut cache = if use_cache {
+        let (c, w) = super::info::open_cache(
+            reporter.ctx,
+            &mut opened.repository,
+            &key,
+            &manifest,
+            &location_text,
+            &args.files_cache,
+        )?;
+        cache_warning = w;
+        Some(c)
+    } else {
+        None
+    };
+    let opts = CreateOptions {
+        files_cache_mode: args.files_cache.clone(),
+        ..opts
+    };
+    let created = match create_archive_cached(
         &mut opened.repository,
         &key,
         &mut manifest,
@@ -447,13 +693,21 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
         sources,
         &opts,
         &mut reporter,
+        cache.as_mut(),
     ) {
         Ok(c) => c,
         Err(CreateError::AlreadyExists(n)) => {
             return Err(CmdError::new(format!("Archive {n} already exists")))
         }
+        Err(_) if command_failure.lock().is_ok_and(|f| f.is_some()) => {
+            let message = command_failure.lock().ok().and_then(|mut f| f.take());
+            return Err(CmdError::new(message.unwrap_or_default()));
+        }
         Err(e) => return Err(CmdError::new(e.to_string())),
     };
+    if let Some(p) = &mut reporter.progress {
+        p.finish();
+    }
     if args.dry_run {
         return Ok(if created.warnings > 0 {
             EXIT_WARNING
@@ -464,6 +718,17 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
     security.remember_manifest(&location_text, key.key_type(), &manifest)?;
 
     let iec = ctx.common.iec;
+    // the repository totals borg takes from its chunks cache ("All archives", JSON "cache")
+    let all = if args.json || args.stats {
+        let err = |e: rborg_archive::ReadError| CmdError::new(e.to_string());
+        let refs = RefCounts::build(&mut opened.repository, &key, &manifest).map_err(err)?;
+        let parts = ctx.common.consider_part_files;
+        Some(repository_stats(&mut opened.repository, &key, &manifest, &refs, parts).map_err(err)?)
+    } else {
+        None
+    };
+    let all = all.unwrap_or_default();
+    let cache_path = rborg_archive::cache::repository_cache_dir(&std_env, &opened.repository.id());
     if args.json {
         let fmt_t = |t: NaiveDateTime| local_time(t).format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
         let duration = (created.end - created.start)
@@ -484,6 +749,17 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
                     "deduplicated_size": created.stats.usize,
                     "nfiles": created.stats.nfiles,
                     "original_size": created.stats.osize,
+                },
+            },
+            "cache": {
+                "path": cache_path.display().to_string(),
+                "stats": {
+                    "total_chunks": all.total_chunks,
+                    "total_csize": all.total_csize,
+                    "total_size": all.total_size,
+                    "total_unique_chunks": all.total_unique_chunks,
+                    "unique_csize": all.unique_csize,
+                    "unique_size": all.unique_size,
                 },
             },
             "encryption": {"mode": key.key_type().arg_name()},
@@ -532,13 +808,14 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
                 format_file_size(s.csize, iec),
                 format_file_size(s.usize, iec)
             ),
+            super::info::cache_str(&all, iec),
             dashes,
         ];
         for l in lines {
             eprintln!("{l}");
         }
     }
-    Ok(if created.warnings > 0 {
+    Ok(if created.warnings > 0 || cache_warning {
         EXIT_WARNING
     } else {
         EXIT_SUCCESS
@@ -568,6 +845,19 @@ mod tests {
         assert_eq!(replace_placeholders("{borgversion}").unwrap(), "1.2.4");
         assert!(replace_placeholders("{nope}").is_err());
         assert!(replace_placeholders("{now").is_err());
+    }
+
+    #[test]
+    fn path_delimiters() {
+        assert_eq!(eval_escapes("\\0"), b"\0");
+        assert_eq!(eval_escapes("\\n"), b"\n");
+        assert_eq!(eval_escapes("::"), b"::");
+        assert_eq!(eval_escapes("\\x2c\\t"), b",\t");
+        assert_eq!(eval_escapes("\\q"), b"\\q");
+        let parts = split_paths(b"a\0b\0\0c\0", b"\0");
+        assert_eq!(parts, [&b"a"[..], b"b", b"", b"c"]);
+        assert_eq!(split_paths(b"x::y", b"::"), [&b"x"[..], b"y"]);
+        assert!(split_paths(b"", b"\n").is_empty());
     }
 
     #[test]

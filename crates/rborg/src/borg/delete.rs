@@ -65,7 +65,7 @@ pub struct DeleteArgs {
 }
 
 /// borg's `format_archive`: name, local time, id.
-fn format_archive(name: &str, entry: &ArchiveEntry) -> String {
+pub(super) fn format_archive(name: &str, entry: &ArchiveEntry) -> String {
     let time = parse_timestamp(&entry.time)
         .and_then(|t| format::utc_to_local(&t))
         .map(|t| t.format("%a, %Y-%m-%d %H:%M:%S").to_string())
@@ -186,6 +186,10 @@ fn delete_archives(
                 parts,
             )
             .map_err(|e| CmdError::new(e.to_string()))?;
+            if s.corrupted {
+                ctx.log
+                    .warning("forced deletion succeeded, but the deleted archive was corrupted.");
+            }
             deleted.original_size += s.original_size;
             deleted.compressed_size += s.compressed_size;
             deleted.deduplicated_size += s.deduplicated_size;

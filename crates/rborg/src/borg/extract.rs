@@ -7,10 +7,12 @@ use clap::Args;
 use rborg_archive::archive::ArchiveMeta;
 use rborg_archive::extract::{extract_archive, ExtractError, ExtractEvent, ExtractOptions};
 use rborg_archive::manifest::Operation;
-use rborg_archive::patterns::{Pattern, PatternMatcher};
+use rborg_archive::patterns::PatternMatcher;
 use rborg_archive::Manifest;
 
-use super::common::{CmdError, CmdResult, Context, EXIT_SUCCESS, EXIT_WARNING};
+use super::common::{
+    CmdError, CmdResult, Context, ExclusionArgs, PercentProgress, EXIT_SUCCESS, EXIT_WARNING,
+};
 use super::open::{location, open_with_manifest, LockMode};
 
 #[derive(Debug, Args)]
@@ -39,18 +41,8 @@ pub struct ExtractArgs {
     /// create holes in output sparse file from all-zero chunks
     #[arg(long)]
     sparse: bool,
-    /// exclude paths matching PATTERN
-    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
-    exclude: Vec<String>,
-    /// read exclude patterns from EXCLUDEFILE, one per line
-    #[arg(long = "exclude-from", value_name = "EXCLUDEFILE")]
-    exclude_from: Vec<String>,
-    /// include/exclude paths matching PATTERN
-    #[arg(long = "pattern", value_name = "PATTERN", allow_hyphen_values = true)]
-    pattern: Vec<String>,
-    /// read include/exclude patterns from PATTERNFILE, one per line
-    #[arg(long = "patterns-from", value_name = "PATTERNFILE")]
-    patterns_from: Vec<String>,
+    #[command(flatten)]
+    exclusion: ExclusionArgs,
     /// Remove the specified number of leading path elements. Paths with fewer elements will be
     /// silently skipped.
     #[arg(long = "strip-components", value_name = "NUMBER", default_value_t = 0)]
@@ -63,49 +55,11 @@ pub struct ExtractArgs {
     paths: Vec<String>,
 }
 
-fn pattern_err(e: rborg_archive::patterns::PatternError) -> CmdError {
-    CmdError::new(e.to_string())
-}
-
-/// borg's `build_matcher`: exclude patterns (default style `fm:`) first, then the `PATH`
+/// borg's `build_matcher`: the exclusion options in command line order, then the `PATH`
 /// arguments as include patterns (default style `pp:`).
 fn build_matcher(args: &ExtractArgs) -> Result<PatternMatcher, CmdError> {
-    let mut matcher = PatternMatcher::new();
-    for e in &args.exclude {
-        matcher.add_exclude(Pattern::parse(e, "fm").map_err(pattern_err)?);
-    }
-    for file in &args.exclude_from {
-        let text =
-            std::fs::read_to_string(file).map_err(|e| CmdError::new(format!("{file}: {e}")))?;
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            matcher.add_exclude(Pattern::parse(line, "fm").map_err(pattern_err)?);
-        }
-    }
-    // borg keeps -e/--pattern in command line order; rborg applies the -e patterns first,
-    // then --pattern, then --patterns-from files.
-    let mut style = "sh".to_string();
-    for line in &args.pattern {
-        matcher.add_command(line, &mut style).map_err(pattern_err)?;
-    }
-    for file in &args.patterns_from {
-        let text =
-            std::fs::read_to_string(file).map_err(|e| CmdError::new(format!("{file}: {e}")))?;
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            matcher.add_command(line, &mut style).map_err(pattern_err)?;
-        }
-    }
-    for p in &args.paths {
-        matcher.add_include(Pattern::parse(p, "pp").map_err(pattern_err)?);
-    }
-    Ok(matcher)
+    let options = args.exclusion.load()?;
+    PatternMatcher::build(&options, &args.paths).map_err(|e| CmdError::new(e.to_string()))
 }
 
 pub fn run(ctx: &mut Context, args: ExtractArgs) -> CmdResult {
@@ -134,7 +88,16 @@ pub fn run(ctx: &mut Context, args: ExtractArgs) -> CmdResult {
         consider_part_files: ctx.common.consider_part_files,
         no_xattrs: args.noxattrs,
         no_acls: args.noacls,
+        progress: ctx.common.progress,
     };
+    let mut progress = PercentProgress::new(ctx, "extract", 0.1, |pct, path| {
+        format!("{pct:5.1}% Extracting: {path}")
+    });
+    if opts.progress {
+        progress.message(
+            "Calculating total archive size for the progress indicator (might take long for large archives)",
+        );
+    }
     let cwd = std::env::current_dir()?;
     let mut out = std::io::stdout().lock();
     let stdout: Option<&mut dyn Write> = if args.stdout { Some(&mut out) } else { None };
@@ -159,8 +122,13 @@ pub fn run(ctx: &mut Context, args: ExtractArgs) -> CmdResult {
                 warned = true;
                 log.warning(&msg);
             }
+            ExtractEvent::Total(total) => progress.set_total(total),
+            ExtractEvent::Data { path, bytes } => progress.show(bytes, &path),
         },
     );
+    if opts.progress {
+        progress.finish();
+    }
     match result {
         Ok(_) if warned => Ok(EXIT_WARNING),
         Ok(_) => Ok(EXIT_SUCCESS),

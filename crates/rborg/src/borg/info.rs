@@ -6,6 +6,7 @@
 
 use clap::Args;
 use rborg_archive::archive::ArchiveMeta;
+use rborg_archive::cache::{CacheError, CacheOptions, Level as CacheLevel, LocalCache};
 use rborg_archive::format;
 use rborg_archive::info::{
     archive_stats, chunker_params, repository_stats, ChunkerParam, RepositoryStats,
@@ -61,6 +62,49 @@ pub fn cache_str(s: &RepositoryStats, iec: bool) -> String {
         s.total_unique_chunks,
         s.total_chunks
     )
+}
+
+/// Opens (creating or synchronising it as needed) the client cache of the repository, as
+/// borg's `Cache(...)` does for every command that uses it, and logs what the cache
+/// reported. Returns the cache and whether an error was logged (exit code "warning").
+pub fn open_cache(
+    ctx: &Context,
+    repository: &mut dyn Repository,
+    key: &rborg_crypto::Key,
+    manifest: &Manifest,
+    location: &str,
+    files_cache_mode: &str,
+) -> Result<(LocalCache, bool), CmdError> {
+    let opts = CacheOptions {
+        env: &std_env,
+        files_cache_mode: files_cache_mode.to_string(),
+        location: location.to_string(),
+        lock_wait: Some(ctx.lock_wait()),
+        sync: true,
+    };
+    let mut cache = LocalCache::open(repository, key, manifest, &opts).map_err(cache_error)?;
+    let mut warning = false;
+    for (level, msg) in std::mem::take(&mut cache.messages) {
+        match level {
+            CacheLevel::Info => ctx.log.info(&msg),
+            CacheLevel::Warning => ctx.log.warning(&msg),
+            CacheLevel::Error => {
+                warning = true;
+                ctx.log.error(&msg)
+            }
+        }
+    }
+    Ok((cache, warning))
+}
+
+/// A cache error as the command's error (unknown features keep borg's message and code).
+pub fn cache_error(e: CacheError) -> CmdError {
+    match e {
+        CacheError::Archive(e) => e.into(),
+        CacheError::Repository(e) => e.into(),
+        CacheError::Lock(e) => e.into(),
+        e => CmdError::new(e.to_string()),
+    }
 }
 
 /// Python's `'{:.0%}'.format(x)` (round half to even).
@@ -191,6 +235,10 @@ pub fn run(ctx: &mut Context, args: InfoArgs) -> CmdResult {
     let key = opened.key.key.clone();
     let repo = &mut opened.repository;
     let manifest = Manifest::load(repo, &key, &[Operation::Read], &location_text)?;
+    // borg opens (and if needed creates or syncs) the cache; the numbers below are
+    // rebuilt from the archives, which is what a synchronised chunks cache holds
+    let (cache, cache_warning) = open_cache(ctx, repo, &key, &manifest, &location_text, "d")?;
+    drop(cache);
     let err = |e: rborg_archive::ReadError| CmdError::new(e.to_string());
     let refs = RefCounts::build(repo, &key, &manifest).map_err(err)?;
     let parts = ctx.common.consider_part_files;
@@ -357,7 +405,11 @@ pub fn run(ctx: &mut Context, args: InfoArgs) -> CmdResult {
         out.push('\n');
     }
     print!("{out}");
-    Ok(EXIT_SUCCESS)
+    Ok(if cache_warning {
+        super::common::EXIT_WARNING
+    } else {
+        EXIT_SUCCESS
+    })
 }
 
 #[cfg(test)]

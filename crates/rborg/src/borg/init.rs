@@ -11,7 +11,8 @@ use rborg_repository::{LocalRepository, OpenOptions, Repository};
 use super::common::{
     parse_file_size, CmdError, CmdResult, Context, InteractivePassphrase, EXIT_SUCCESS,
 };
-use super::open::{location, require_local};
+use super::open::{location, open_remote, AnyRepository};
+use rborg_remote::OpenArgs;
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
@@ -41,7 +42,6 @@ pub fn run(ctx: &mut Context, args: InitArgs) -> CmdResult {
             loc.processed
         )));
     }
-    require_local(&loc)?;
     let key_type = KeyType::from_arg_name(&args.encryption)
         .ok_or_else(|| CmdError::new(format!("invalid encryption mode {}", args.encryption)))?;
     let opts = OpenOptions {
@@ -53,7 +53,23 @@ pub fn run(ctx: &mut Context, args: InitArgs) -> CmdResult {
         make_parent_dirs: args.make_parent_dirs,
         ..OpenOptions::default()
     };
-    let mut repository = LocalRepository::create(std::path::Path::new(&loc.path), &opts)?;
+    let mut repository = if loc.proto == Protocol::Ssh {
+        let open = OpenArgs {
+            create: true,
+            lock_wait: opts.lock_wait.map(|d| d.as_secs_f64()),
+            lock: opts.lock,
+            exclusive: Some(true),
+            append_only: args.append_only,
+            make_parent_dirs: args.make_parent_dirs,
+            ..OpenArgs::new(&loc.path)
+        };
+        open_remote(ctx, &loc, &open, args.storage_quota)?
+    } else {
+        AnyRepository::Local(LocalRepository::create(
+            std::path::Path::new(&loc.path),
+            &opts,
+        )?)
+    };
     let path = repository.path().display().to_string();
     ctx.log
         .info(&format!("Initializing repository at \"{path}\""));

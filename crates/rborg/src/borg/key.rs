@@ -10,12 +10,12 @@ use rborg_crypto::keymanager::{self, PaperKeyImport, PaperKeyState};
 use rborg_crypto::paths::{find_keyfile, key_filename, std_env};
 use rborg_crypto::{KeyStorage, KeyType};
 use rborg_repository::location::{Location, Protocol};
-use rborg_repository::{LocalRepository, Repository};
+use rborg_repository::Repository;
 
 use super::common::{
     yes, CmdError, CmdResult, Context, InteractivePassphrase, EXIT_ERROR, EXIT_SUCCESS,
 };
-use super::open::{location, open_repository, open_with_manifest, LockMode};
+use super::open::{location, open_repository, open_with_manifest, AnyRepository, LockMode};
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
@@ -69,7 +69,7 @@ pub fn run(ctx: &mut Context, cmd: KeyCommand) -> CmdResult {
 }
 
 /// The key type of a repository, refusing unencrypted ones as borg's `KeyManager` does.
-fn key_type_of(repository: &mut LocalRepository) -> Result<KeyType, CmdError> {
+fn key_type_of(repository: &mut AnyRepository) -> Result<KeyType, CmdError> {
     let cdata = read_manifest_object(repository)?;
     let key_type = KeyType::from_manifest(&cdata)?;
     if key_type.storage() == KeyStorage::None {
@@ -81,7 +81,7 @@ fn key_type_of(repository: &mut LocalRepository) -> Result<KeyType, CmdError> {
 }
 
 /// The stored key text (base64 of the encrypted key blob), from the key file or the config.
-fn load_keyblob(repository: &mut LocalRepository, key_type: KeyType) -> Result<String, CmdError> {
+fn load_keyblob(repository: &mut AnyRepository, key_type: KeyType) -> Result<String, CmdError> {
     match key_type.storage() {
         KeyStorage::Keyfile => {
             let id = repository.id();
@@ -149,7 +149,7 @@ fn export(ctx: &mut Context, args: ExportArgs) -> CmdResult {
 
 /// Stores an imported key text where the repository's mode keeps it.
 fn store_keyblob(
-    repository: &mut LocalRepository,
+    repository: &mut AnyRepository,
     loc: &Location,
     key_type: KeyType,
     blob: &str,
@@ -157,7 +157,16 @@ fn store_keyblob(
     match key_type.storage() {
         KeyStorage::Keyfile => {
             let id = repository.id();
-            let target = match find_keyfile(&std_env, &id) {
+            // borg's `get_existing_or_new_target`: BORG_KEY_FILE wins, even when it does not
+            // exist yet
+            let from_env = std_env("BORG_KEY_FILE")
+                .filter(|p| !p.is_empty())
+                .map(|p| std::path::absolute(&p).unwrap_or_else(|_| p.into()));
+            let found = match from_env {
+                Some(p) => Ok(Some(p)),
+                None => find_keyfile(&std_env, &id),
+            };
+            let target = match found {
                 Ok(Some(existing)) => existing,
                 _ => {
                     let dir = rborg_crypto::paths::keys_dir(&std_env);

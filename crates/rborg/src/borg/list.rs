@@ -10,11 +10,13 @@ use rborg_archive::format::{self, Template, Value};
 use rborg_archive::item::Item;
 use rborg_archive::keys::KeyLocation;
 use rborg_archive::manifest::{parse_timestamp, Operation};
+use rborg_archive::patterns::PatternMatcher;
+use rborg_archive::refcount::RefCounts;
 use rborg_archive::Manifest;
 use rborg_repository::Repository;
 
 use super::archives::ArchiveFilterArgs;
-use super::common::{CmdError, CmdResult, Context, EXIT_ERROR, EXIT_SUCCESS};
+use super::common::{CmdError, CmdResult, Context, ExclusionArgs, EXIT_ERROR, EXIT_SUCCESS};
 use super::open::{location, open_with_manifest, LockMode};
 
 #[derive(Debug, Args)]
@@ -42,6 +44,8 @@ pub struct ListArgs {
     /// paths to list; patterns are supported
     #[arg(value_name = "PATH")]
     paths: Vec<String>,
+    #[command(flatten)]
+    exclusion: ExclusionArgs,
 }
 
 pub fn run(ctx: &mut Context, args: ListArgs) -> CmdResult {
@@ -306,52 +310,16 @@ fn list_repository(
     Ok(EXIT_SUCCESS)
 }
 
-/// The `PATH` arguments as borg's default path-prefix patterns (`pp:` style, also accepted
-/// with an explicit `pp:` prefix; other pattern styles are not supported yet).
-fn path_matchers(paths: &[String]) -> Result<Vec<String>, CmdError> {
-    paths
-        .iter()
-        .map(|p| {
-            let p = p.strip_prefix("pp:").unwrap_or(p);
-            if p.len() > 3
-                && p.as_bytes()[2] == b':'
-                && matches!(&p[..2], "fm" | "sh" | "re" | "pf")
-            {
-                return Err(CmdError::new(format!(
-                    "pattern style {:?} is not supported by rborg list yet",
-                    &p[..2]
-                )));
-            }
-            // borg normalizes: strip leading/trailing slashes and collapse "./"
-            let norm: Vec<&str> = p
-                .split('/')
-                .filter(|s| !s.is_empty() && *s != ".")
-                .collect();
-            Ok(norm.join("/"))
-        })
-        .collect()
-}
-
-fn path_selected(matchers: &[String], path: &[u8]) -> bool {
-    if matchers.is_empty() {
-        return true;
-    }
-    let path = String::from_utf8_lossy(path);
-    matchers.iter().any(|m| {
-        m.is_empty()
-            || path == m.as_str()
-            || (path.starts_with(m.as_str()) && path[m.len()..].starts_with('/'))
-    })
-}
-
-/// The placeholders of borg's `ItemFormatter` that rborg computes; those needing the chunks
-/// cache (`dsize`, `dcsize`, `unique_chunks`) or content hashes are refused rather than faked.
+/// The placeholders of borg's `ItemFormatter` that rborg computes; hashes rborg has no
+/// implementation of are refused rather than faked. `chunk_index` (the reference counts of
+/// all archives, borg's chunks cache) is there when a key needs it.
 fn item_value(
     key: &str,
     item: &Item,
     archive_name: &str,
     archive_id: &str,
     json: bool,
+    chunk_index: Option<&RefCounts>,
 ) -> Option<Value> {
     if !json {
         if let Some(f) = format::fixed_key(key) {
@@ -418,6 +386,22 @@ fn item_value(
         "size" => Value::Int(i128::from(item.get_size(false))),
         "csize" => Value::Int(i128::from(item.get_size(true))),
         "num_chunks" => Value::Int(item.chunks.as_ref().map(|c| c.len()).unwrap_or(0) as i128),
+        // borg's `calculate_unique_chunks` / `calculate_dsize` / `calculate_dcsize`: the
+        // chunks only this item's archive references once
+        "unique_chunks" | "dsize" | "dcsize" => {
+            let index = chunk_index?;
+            let unique = item.chunks.iter().flatten().filter_map(|c| {
+                index
+                    .get(&c.id)
+                    .filter(|r| r.refcount == 1)
+                    .map(|r| (c.size, r.csize))
+            });
+            Value::Int(match key {
+                "unique_chunks" => unique.count() as i128,
+                "dsize" => unique.map(|(s, _)| i128::from(s)).sum(),
+                _ => unique.map(|(_, c)| i128::from(c)).sum(),
+            })
+        }
         "mtime" => time(item.mtime)?,
         "ctime" => time(item.ctime)?,
         "atime" => time(item.atime)?,
@@ -453,6 +437,9 @@ const CALL_KEYS: &[&str] = &[
     "size",
     "csize",
     "num_chunks",
+    "unique_chunks",
+    "dsize",
+    "dcsize",
     "isomtime",
     "isoctime",
     "isoatime",
@@ -463,15 +450,7 @@ const CALL_KEYS: &[&str] = &[
 /// Call keys that need data rborg does not compute in `list` (the chunks cache for the
 /// deduplicated sizes; hash algorithms without an implementation here).
 const UNSUPPORTED_KEYS: &[&str] = &[
-    "dsize",
-    "dcsize",
-    "unique_chunks",
-    "md5",
-    "sha1",
-    "sha3_224",
-    "sha3_256",
-    "sha3_384",
-    "sha3_512",
+    "md5", "sha1", "sha3_224", "sha3_256", "sha3_384", "sha3_512",
 ];
 /// Content hash keys rborg computes.
 const HASH_KEYS: &[&str] = &[
@@ -499,7 +478,17 @@ fn list_archive(
             "format key {{{k}}} is not supported by rborg list yet"
         )));
     }
-    let matchers = path_matchers(&args.paths)?;
+    let options = args.exclusion.load()?;
+    let matcher =
+        PatternMatcher::build(&options, &args.paths).map_err(|e| CmdError::new(e.to_string()))?;
+    let chunk_index = if used
+        .iter()
+        .any(|k| matches!(*k, "unique_chunks" | "dsize" | "dcsize"))
+    {
+        Some(RefCounts::build(repository, key, manifest).map_err(read_err)?)
+    } else {
+        None
+    };
     let entry = manifest
         .archives
         .get(name)
@@ -513,9 +502,8 @@ fn list_archive(
         .copied()
         .filter(|k| used.contains(k))
         .collect();
-    let selected = |item: &Item| {
-        (consider_parts || item.part.is_none()) && path_selected(&matchers, &item.path)
-    };
+    let selected =
+        |item: &Item| (consider_parts || item.part.is_none()) && matcher.matches(&item.path);
     let mut emit = |item: &Item, hashes: &[(&str, String)]| -> Result<(), CmdError> {
         let line = if args.json_lines {
             let keys = JSON_BASE_KEYS
@@ -523,8 +511,15 @@ fn list_archive(
                 .chain(CALL_KEYS.iter().filter(|k| used.contains(k)));
             let mut fields: Vec<String> = keys
                 .filter_map(|k| {
-                    item_value(k, item, &archive_name, &archive_id, true)
-                        .map(|v| format!("{}: {}", format::json_str(k), format::json_value(&v)))
+                    item_value(
+                        k,
+                        item,
+                        &archive_name,
+                        &archive_id,
+                        true,
+                        chunk_index.as_ref(),
+                    )
+                    .map(|v| format!("{}: {}", format::json_str(k), format::json_value(&v)))
                 })
                 .collect();
             fields.extend(
@@ -539,7 +534,14 @@ fn list_archive(
                     if let Some((_, h)) = hashes.iter().find(|(n, _)| *n == k) {
                         return Some(Value::Str(h.clone()));
                     }
-                    item_value(k, item, &archive_name, &archive_id, false)
+                    item_value(
+                        k,
+                        item,
+                        &archive_name,
+                        &archive_id,
+                        false,
+                        chunk_index.as_ref(),
+                    )
                 })
                 .map_err(fmt_err)?
         };
@@ -573,17 +575,4 @@ fn list_archive(
         }
     }
     Ok(EXIT_SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn path_prefixes() {
-        let m = path_matchers(&["home/u/".into()]).unwrap();
-        assert!(path_selected(&m, b"home/u"));
-        assert!(path_selected(&m, b"home/u/f"));
-        assert!(!path_selected(&m, b"home/uu"));
-    }
 }

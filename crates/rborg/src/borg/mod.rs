@@ -5,6 +5,7 @@
 //! own module and works through the library crates; this module parses and dispatches.
 
 mod archives;
+mod benchmark;
 mod check;
 mod common;
 mod compact;
@@ -12,14 +13,23 @@ mod config;
 mod create;
 mod debug;
 mod delete;
+mod diff;
+mod export_tar;
 mod extract;
+mod help;
+mod import_tar;
 mod info;
 mod init;
 mod key;
 mod list;
 mod locks;
+mod mount;
 mod open;
+mod prune;
+mod recreate;
 mod rename;
+mod serve;
+mod upgrade;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -34,6 +44,8 @@ pub const BORG_VERSION: &str = "1.2.4";
 
 #[derive(Debug, Parser)]
 #[command(name = "borg", version = BORG_VERSION, disable_help_subcommand = true)]
+// argparse accepts any unambiguous prefix of a long option (`--sort` for `--sort-by`)
+#[command(infer_long_args = true)]
 #[command(about = "Borg - Deduplicated Backups (rborg implementation)")]
 struct BorgCli {
     #[command(flatten)]
@@ -46,6 +58,8 @@ struct BorgCli {
 enum BorgCommand {
     /// Initialize an empty repository
     Init(init::InitArgs),
+    /// Start repository server process
+    Serve(serve::ServeArgs),
     /// Create new archive
     Create(create::CreateArgs),
     /// Check repository consistency
@@ -62,15 +76,36 @@ enum BorgCommand {
     List(list::ListArgs),
     /// Extract archive contents
     Extract(extract::ExtractArgs),
+    /// Extra help
+    Help(help::HelpArgs),
     /// Delete an existing repository or archives
     Delete(delete::DeleteArgs),
+    /// find differences in archive contents
+    Diff(diff::DiffArgs),
+    /// create tarball from archive
+    ExportTar(export_tar::ExportTarArgs),
+    /// Prune archives
+    Prune(prune::PruneArgs),
     /// Rename an existing archive
     Rename(rename::RenameArgs),
+    /// Re-create archives
+    Recreate(recreate::RecreateArgs),
+    /// Create a backup archive from a tarball
+    ImportTar(import_tar::ImportTarArgs),
+    /// Mount archive or an entire repository as a FUSE filesystem
+    Mount(mount::MountArgs),
+    /// un-mount the FUSE filesystem
+    Umount(mount::UmountArgs),
     /// Show archive details such as disk space used
     Info(info::InfoArgs),
+    /// upgrade a repository from a previous version
+    Upgrade(upgrade::UpgradeArgs),
     /// Manage a keyfile or repokey of a repository
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// benchmark command
+    #[command(subcommand)]
+    Benchmark(benchmark::BenchmarkCommand),
     /// debugging command (not intended for normal use)
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -79,6 +114,12 @@ enum BorgCommand {
 /// Runs the borg command line with `args` (without the program name) and returns borg's exit
 /// code: 0 success, 1 warning, 2 error.
 pub fn main(args: Vec<OsString>) -> ExitCode {
+    // like borg, no arguments at all means `borg -h`
+    let args = if args.is_empty() {
+        vec![OsString::from("-h")]
+    } else {
+        args
+    };
     let argv = std::iter::once(OsString::from("borg")).chain(args);
     let cli = match BorgCli::try_parse_from(argv) {
         Ok(cli) => cli,
@@ -94,10 +135,17 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     let mut ctx = Context::new(cli.common);
     ctx.apply_umask();
     if ctx.common.show_version {
-        ctx.log.info(&format!("borgbackup version {BORG_VERSION}"));
+        // borg's `borg.output.show-version` logger logs at INFO whatever the log level
+        let mut shown = ctx.common.clone();
+        shown.info = true;
+        Context::new(shown)
+            .log
+            .info(&format!("borgbackup version {BORG_VERSION}"));
     }
+    let started = std::time::Instant::now();
     let result = match cli.command {
         BorgCommand::Init(a) => init::run(&mut ctx, a),
+        BorgCommand::Serve(a) => serve::run(&mut ctx, a),
         BorgCommand::Create(a) => create::run(&mut ctx, a),
         BorgCommand::Check(a) => check::run(&mut ctx, a),
         BorgCommand::Compact(a) => compact::run(&mut ctx, a),
@@ -106,12 +154,27 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         BorgCommand::WithLock(a) => locks::with_lock(&mut ctx, a),
         BorgCommand::List(a) => list::run(&mut ctx, a),
         BorgCommand::Extract(a) => extract::run(&mut ctx, a),
+        BorgCommand::Help(a) => help::run(a),
         BorgCommand::Delete(a) => delete::run(&mut ctx, a),
+        BorgCommand::Diff(a) => diff::run(&mut ctx, a),
+        BorgCommand::ExportTar(a) => export_tar::run(&mut ctx, a),
+        BorgCommand::Prune(a) => prune::run(&mut ctx, a),
         BorgCommand::Rename(a) => rename::run(&mut ctx, a),
+        BorgCommand::Recreate(a) => recreate::run(&mut ctx, a),
+        BorgCommand::ImportTar(a) => import_tar::run(&mut ctx, a),
+        BorgCommand::Mount(a) => mount::run(&mut ctx, a),
+        BorgCommand::Umount(a) => mount::umount(&mut ctx, a),
         BorgCommand::Info(a) => info::run(&mut ctx, a),
+        BorgCommand::Upgrade(a) => upgrade::run(&mut ctx, a),
         BorgCommand::Key(c) => key::run(&mut ctx, c),
+        BorgCommand::Benchmark(c) => benchmark::run(&mut ctx, c),
         BorgCommand::Debug(c) => debug::run(&mut ctx, c),
     };
+    if let Some(path) = ctx.common.debug_profile.clone() {
+        if let Err(e) = debug::write_profile(&path, "main", started.elapsed()) {
+            ctx.log.error(&format!("{path}: {e}"));
+        }
+    }
     let code = match result {
         Ok(code) => code,
         Err(err) => {

@@ -1,0 +1,561 @@
+//! Writing archives: the storing half shared by `create`, `recreate` and `import-tar`
+//! (borg 1.2 `archive.py` `Archive.add_item`/`chunk_file`/`save`, `ChunkBuffer`/`CacheChunkBuffer`,
+//! `cache.py` `add_chunk`/`chunk_incref`; `internals/data-structures.rst` "Archives").
+//!
+//! Two layers:
+//!
+//! * [`ChunkStore`] is the session with the repository: it owns the (shared, lockable)
+//!   repository handle, the nonce manager, the compressor and the set of [`KnownChunks`]. It is
+//!   `Sync`, so the create pipeline's workers can hash/compress/encrypt in parallel through it.
+//!   [`ChunkStore::commit`] writes the manifest and commits the repository.
+//! * [`ArchiveWriter`] builds one archive: content (from a reader, or as existing chunk list
+//!   entries whose references are only counted again), items packed into the item stream
+//!   (cut with `ITEMS_CHUNKER_PARAMS`), and finally the archive metadata object with its TAM
+//!   and the manifest entry ([`ArchiveWriter::finish`]).
+//!
+//! ```no_run
+//! # fn demo(repo: &mut rborg_repository::LocalRepository, key: &rborg_crypto::Key,
+//! #         manifest: &mut rborg_archive::Manifest) -> Result<(), rborg_archive::create::CreateError> {
+//! use rborg_archive::writer::{ArchiveInfo, ArchiveWriter, ChunkStore};
+//! let store = ChunkStore::open(repo, key, rborg_compress::CompressionSpec::default(), "/tmp/nonce".into())?;
+//! let mut w = ArchiveWriter::new(key)?;
+//! let mut item = rborg_archive::Item::default();
+//! item.path = b"hello.txt".to_vec();
+//! item.mode = Some(0o100644);
+//! let chunks = w.add_content(&store, &b"hello"[..], &rborg_chunker::ChunkerParams::default())?;
+//! item.chunks = Some(chunks);
+//! w.add_item(&store, &item)?;
+//! w.finish(&store, manifest, "demo", &ArchiveInfo::default())?;
+//! store.commit(manifest)?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use chrono::{NaiveDateTime, Utc};
+use rborg_chunker::{Chunker, ChunkerParams};
+use rborg_compress::{CompressionSpec, Compressor};
+use rborg_crypto::{msgpack, Key, NonceManager, RepoNonces, TamContext};
+use rborg_repository::{ObjectId, Repository};
+use rmpv::Value;
+
+use crate::create::{CreateError, CreateResult, Created, Stats, ITEM_BUFFER_SIZE};
+use crate::item::{ChunkListEntry, Item};
+use crate::manifest::{ArchiveEntry, Manifest, ISO_FORMAT, MANIFEST_ID};
+
+/// How many repository object IDs are requested per `list` call.
+const LIST_PAGE: usize = 10_000;
+
+fn lock_err<T>(_: T) -> CreateError {
+    CreateError::Internal("lock poisoned".into())
+}
+
+/// The deduplication seam: which objects the repository already holds, and their stored
+/// size when known (borg's chunks cache `ChunkIndex`, here without reference counts).
+///
+/// Today it is filled from `Repository::list` and the stored size of a chunk that existed
+/// before this run is read from the repository on first use; a client-side chunks cache
+/// replaces the inside of this type without touching its users.
+#[derive(Debug, Default)]
+pub struct KnownChunks {
+    map: RwLock<HashMap<ObjectId, Option<u64>>>,
+}
+
+impl KnownChunks {
+    /// Lists every object of the repository (except the manifest) as known, csize unknown.
+    pub fn from_repository(repository: &mut dyn Repository) -> CreateResult<KnownChunks> {
+        let mut map = HashMap::new();
+        let mut marker: Option<ObjectId> = None;
+        loop {
+            let page = repository.list(Some(LIST_PAGE), marker.as_ref())?;
+            let Some(last) = page.last().copied() else {
+                break;
+            };
+            map.extend(page.into_iter().map(|id| (id, None)));
+            marker = Some(last);
+        }
+        map.remove(&MANIFEST_ID);
+        Ok(KnownChunks {
+            map: RwLock::new(map),
+        })
+    }
+
+    /// The objects of a synchronised client chunks cache (borg's `LocalCache.chunks`), with
+    /// their stored sizes: no repository listing and no size look-ups. The cache itself is
+    /// not updated through this set; a command that changes the manifest without
+    /// committing the cache leaves it to be re-synchronised on its next use, as designed.
+    pub fn from_cache(cache: &crate::cache::LocalCache) -> KnownChunks {
+        let map = cache
+            .chunks
+            .iter()
+            .filter(|(_, e)| e.refcount > 0)
+            .map(|(id, e)| (id, Some(u64::from(e.csize))))
+            .collect();
+        KnownChunks {
+            map: RwLock::new(map),
+        }
+    }
+
+    /// Whether `id` is known to be stored.
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.map.read().map(|m| m.contains_key(id)).unwrap_or(false)
+    }
+
+    /// `None`: unknown; `Some(None)`: stored, size not known yet; `Some(Some(csize))`.
+    pub fn get(&self, id: &ObjectId) -> CreateResult<Option<Option<u64>>> {
+        Ok(self.map.read().map_err(lock_err)?.get(id).copied())
+    }
+
+    /// Records that `id` is stored with stored size `csize`.
+    pub fn insert(&self, id: ObjectId, csize: u64) -> CreateResult<()> {
+        self.map.write().map_err(lock_err)?.insert(id, Some(csize));
+        Ok(())
+    }
+}
+
+/// The repository handle shared between the storing thread and the nonce manager.
+type SharedRepo<'r> = Arc<Mutex<&'r mut (dyn Repository + Send)>>;
+
+/// Lets the nonce manager reserve nonce space through the shared repository.
+struct SharedNonces<'r>(SharedRepo<'r>);
+
+impl RepoNonces for SharedNonces<'_> {
+    fn get_free_nonce(&mut self) -> rborg_crypto::Result<Option<u64>> {
+        let mut repo = self
+            .0
+            .lock()
+            .map_err(|_| rborg_crypto::Error::Nonce("repository lock poisoned".into()))?;
+        repo.get_free_nonce()
+            .map_err(|e| rborg_crypto::Error::Nonce(e.to_string()))
+    }
+
+    fn commit_nonce_reservation(
+        &mut self,
+        next_unreserved: u64,
+        start_nonce: Option<u64>,
+    ) -> rborg_crypto::Result<()> {
+        let mut repo = self
+            .0
+            .lock()
+            .map_err(|_| rborg_crypto::Error::Nonce("repository lock poisoned".into()))?;
+        repo.commit_nonce_reservation(next_unreserved, start_nonce)
+            .map_err(|e| rborg_crypto::Error::Nonce(e.to_string()))
+    }
+}
+
+/// A write session with a repository: deduplicates, compresses, encrypts and puts objects
+/// (borg's `Cache.add_chunk` with the key's encryption and the repository's nonce reservation).
+pub struct ChunkStore<'k, 'r> {
+    repo: SharedRepo<'r>,
+    nonces: Mutex<NonceManager<SharedNonces<'r>>>,
+    key: &'k Key,
+    compressor: Compressor,
+    known: KnownChunks,
+    nonce_file: PathBuf,
+}
+
+impl<'k, 'r> ChunkStore<'k, 'r> {
+    /// Opens a session: lists the repository's objects as [`KnownChunks`] and continues the
+    /// nonce sequence after the manifest's. `nonce_file` is the security directory's nonce file.
+    pub fn open(
+        repository: &'r mut (dyn Repository + Send),
+        key: &'k Key,
+        compression: CompressionSpec,
+        nonce_file: PathBuf,
+    ) -> CreateResult<Self> {
+        let known = KnownChunks::from_repository(repository)?;
+        Self::with_known(repository, key, compression, nonce_file, known)
+    }
+
+    /// Opens a session with a given set of known chunks (empty for a dry run, which never
+    /// stores).
+    pub fn with_known(
+        repository: &'r mut (dyn Repository + Send),
+        key: &'k Key,
+        compression: CompressionSpec,
+        nonce_file: PathBuf,
+        known: KnownChunks,
+    ) -> CreateResult<Self> {
+        let manifest_nonce = match repository.get(&MANIFEST_ID) {
+            Ok(old) => key.nonce_after_manifest(&old).unwrap_or(0),
+            Err(rborg_repository::Error::ObjectNotFound { .. }) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let repo: SharedRepo<'r> = Arc::new(Mutex::new(repository));
+        let nonces = Mutex::new(NonceManager::new(
+            SharedNonces(repo.clone()),
+            nonce_file.clone(),
+            manifest_nonce,
+        ));
+        Ok(ChunkStore {
+            repo,
+            nonces,
+            key,
+            compressor: compression.compressor(),
+            known,
+            nonce_file,
+        })
+    }
+
+    /// The key objects are encrypted with.
+    pub fn key(&self) -> &'k Key {
+        self.key
+    }
+
+    /// The set of objects known to be stored.
+    pub fn known(&self) -> &KnownChunks {
+        &self.known
+    }
+
+    /// Exclusive access to the repository (to read objects while writing).
+    pub fn repository(&self) -> CreateResult<MutexGuard<'_, &'r mut (dyn Repository + Send)>> {
+        self.repo.lock().map_err(lock_err)
+    }
+
+    /// Compresses with the session's compressor and encrypts with the next nonces.
+    pub fn encrypt(&self, data: &[u8]) -> CreateResult<Vec<u8>> {
+        let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
+        self.compressor.try_compress_into(data, &mut compressed)?;
+        let mut nonces = self.nonces.lock().map_err(lock_err)?;
+        Ok(self.key.encrypt_next(&compressed, &mut nonces)?)
+    }
+
+    /// borg's `cache.add_chunk`: stores the chunk `id` unless it is known; returns its chunk
+    /// list entry and whether it was new. `envelope` is the already encrypted object (from a
+    /// pipeline worker); without it `plain` is compressed and encrypted here.
+    pub fn add_chunk(
+        &self,
+        id: ObjectId,
+        size: u64,
+        envelope: Option<Vec<u8>>,
+        plain: Option<&[u8]>,
+    ) -> CreateResult<(ChunkListEntry, bool)> {
+        if let Some(csize) = self.known.get(&id)? {
+            let csize = match csize {
+                Some(c) => c,
+                None => {
+                    let c = self.repository()?.get(&id)?.len() as u64;
+                    self.known.insert(id, c)?;
+                    c
+                }
+            };
+            return Ok((ChunkListEntry { id, size, csize }, false));
+        }
+        let envelope = match (envelope, plain) {
+            (Some(e), _) => e,
+            (None, Some(p)) => self.encrypt(p)?,
+            (None, None) => {
+                return Err(CreateError::Internal(
+                    "chunk vanished from the known set".into(),
+                ))
+            }
+        };
+        let csize = envelope.len() as u64;
+        self.repository()?.put(&id, &envelope)?;
+        self.known.insert(id, csize)?;
+        Ok((ChunkListEntry { id, size, csize }, true))
+    }
+
+    /// Stores `data` (ID computed with the key) and returns its entry and whether it was new.
+    pub fn add_data(&self, data: &[u8]) -> CreateResult<(ChunkListEntry, bool)> {
+        let id = self.key.id_hash(data);
+        self.add_chunk(id, data.len() as u64, None, Some(data))
+    }
+
+    /// Replaces the stored object `id` with `data` compressed by this session's compressor
+    /// (borg's `--recompress`: the object keeps its ID). Returns the new stored size.
+    pub fn overwrite(&self, id: ObjectId, data: &[u8]) -> CreateResult<u64> {
+        let envelope = self.encrypt(data)?;
+        let csize = envelope.len() as u64;
+        self.repository()?.put(&id, &envelope)?;
+        self.known.insert(id, csize)?;
+        Ok(csize)
+    }
+
+    /// Writes `manifest` (continuing in this session's nonce space) and commits the
+    /// repository (borg's `manifest.write(); repository.commit()`).
+    pub fn commit(self, manifest: &mut Manifest) -> CreateResult<()> {
+        let ChunkStore {
+            repo,
+            nonces,
+            nonce_file,
+            ..
+        } = self;
+        // the nonce manager holds the other handle to the repository
+        drop(nonces);
+        let repo = Arc::try_unwrap(repo)
+            .map_err(|_| CreateError::Internal("repository still shared".into()))?;
+        let repository = repo.into_inner().map_err(lock_err)?;
+        manifest.write(&mut *repository, self.key, nonce_file)?;
+        repository.commit(false, rborg_repository::DEFAULT_COMPACT_THRESHOLD)?;
+        Ok(())
+    }
+}
+
+/// borg's `ChunkBuffer`/`CacheChunkBuffer`: packs items and stores the item stream in chunks.
+pub(crate) struct ItemBuffer {
+    buffer: Vec<u8>,
+    chunker: Chunker,
+    chunks: Vec<ObjectId>,
+}
+
+impl ItemBuffer {
+    fn new(key: &Key) -> CreateResult<Self> {
+        Ok(ItemBuffer {
+            buffer: Vec::new(),
+            chunker: Chunker::new(&ChunkerParams::ITEMS, key.chunk_seed())?,
+            chunks: Vec::new(),
+        })
+    }
+
+    pub(crate) fn add(
+        &mut self,
+        item: &Item,
+        store: &ChunkStore,
+        stats: &mut Stats,
+    ) -> CreateResult<()> {
+        msgpack::pack_into(&item.to_value(), &mut self.buffer);
+        if self.buffer.len() > ITEM_BUFFER_SIZE {
+            self.flush(false, store, stats)?;
+        }
+        Ok(())
+    }
+
+    /// Stores all complete chunks of the buffer; with `all`, the last one as well.
+    fn flush(&mut self, all: bool, store: &ChunkStore, stats: &mut Stats) -> CreateResult<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        let pieces: Vec<(usize, usize)> = self
+            .chunker
+            .chunk_slice(&buffer)
+            .map(|c| (c.offset as usize, c.len))
+            .collect();
+        let keep_last = !all && pieces.len() > 1;
+        let store_count = if keep_last {
+            pieces.len() - 1
+        } else {
+            pieces.len()
+        };
+        for &(off, len) in &pieces[..store_count] {
+            let (entry, new) = store.add_data(&buffer[off..off + len])?;
+            stats.update(entry.size, entry.csize, new);
+            self.chunks.push(entry.id);
+        }
+        if keep_last {
+            if let Some(&(off, _)) = pieces.last() {
+                self.buffer = buffer[off..].to_vec();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The archive metadata that is not computed while writing (borg's `Archive.save` arguments
+/// and `Archive.__init__` settings).
+#[derive(Clone, Debug, Default)]
+pub struct ArchiveInfo {
+    /// `--comment`.
+    pub comment: String,
+    /// `--timestamp`: the start time to record instead of now (the end time is this plus the
+    /// duration).
+    pub timestamp: Option<NaiveDateTime>,
+    /// With `timestamp`: the end time to record (recreate keeps the original's times).
+    pub time_end: Option<NaiveDateTime>,
+    /// The command line recorded in the archive.
+    pub cmdline: Vec<String>,
+    /// Host name recorded in the archive.
+    pub hostname: String,
+    /// User name recorded in the archive.
+    pub username: String,
+    /// The chunker parameters recorded in the archive.
+    pub chunker_params: ChunkerParams,
+    /// Extra metadata keys (borg's `additional_metadata`, e.g. recreate's
+    /// `recreate_cmdline`), appended after the standard ones.
+    pub extra: Vec<(String, Value)>,
+}
+
+/// Builds one archive through a [`ChunkStore`] (borg's `Archive` in write mode).
+pub struct ArchiveWriter {
+    pub(crate) items: ItemBuffer,
+    /// The archive's statistics so far.
+    pub stats: Stats,
+    /// Warnings reported while writing (counted into [`Created::warnings`]).
+    pub warnings: u64,
+    /// Content chunks that were already stored.
+    pub chunks_deduplicated: u64,
+    /// Content chunks this archive stored.
+    pub chunks_stored: u64,
+    started: std::time::Instant,
+    content_chunker: Option<(ChunkerParams, Chunker)>,
+}
+
+impl ArchiveWriter {
+    /// Starts an archive; the item stream is chunked with the key's seed.
+    pub fn new(key: &Key) -> CreateResult<Self> {
+        Ok(ArchiveWriter {
+            items: ItemBuffer::new(key)?,
+            stats: Stats::default(),
+            warnings: 0,
+            chunks_deduplicated: 0,
+            chunks_stored: 0,
+            started: std::time::Instant::now(),
+            content_chunker: None,
+        })
+    }
+
+    /// Counts one content chunk reference in the statistics.
+    pub(crate) fn count_chunk(&mut self, stats: &mut Stats, entry: &ChunkListEntry, new: bool) {
+        if new {
+            self.chunks_stored += 1;
+        } else {
+            self.chunks_deduplicated += 1;
+        }
+        stats.update(entry.size, entry.csize, new);
+    }
+
+    /// Chunks `reader` with `params` (seeded with the key's `chunk_seed`), stores the chunks
+    /// and returns the chunk list (borg's `Archive.chunk_file`). The sizes count into the
+    /// archive statistics.
+    pub fn add_content<R: Read>(
+        &mut self,
+        store: &ChunkStore,
+        reader: R,
+        params: &ChunkerParams,
+    ) -> CreateResult<Vec<ChunkListEntry>> {
+        let mut chunker = match self.content_chunker.take() {
+            Some((p, c)) if &p == params => c,
+            _ => Chunker::new(params, store.key().chunk_seed())?,
+        };
+        let mut out = Vec::new();
+        let mut stats = self.stats;
+        let result = (|| -> CreateResult<()> {
+            let mut chunks = chunker.chunkify(reader);
+            let mut zeros = Vec::new();
+            while let Some(chunk) = chunks.next_chunk()? {
+                let data = match chunk.data {
+                    Some(d) => d,
+                    None => {
+                        zeros.resize(chunk.len, 0);
+                        &zeros[..chunk.len]
+                    }
+                };
+                let (entry, new) = store.add_data(data)?;
+                self.count_chunk(&mut stats, &entry, new);
+                out.push(entry);
+            }
+            Ok(())
+        })();
+        self.content_chunker = Some((*params, chunker));
+        result?;
+        self.stats = stats;
+        Ok(out)
+    }
+
+    /// Takes over chunks that are already stored (borg's `cache.chunk_incref`, as recreate
+    /// does without rechunking): only the statistics change.
+    pub fn add_existing_chunks(&mut self, chunks: &[ChunkListEntry]) {
+        let mut stats = self.stats;
+        for c in chunks {
+            self.count_chunk(&mut stats, c, false);
+        }
+        self.stats = stats;
+    }
+
+    /// Appends `item` to the item stream (borg's `Archive.add_item`); a regular file that is
+    /// not a hardlink slave counts into `nfiles` when `counts_as_file`.
+    pub fn add_item(&mut self, store: &ChunkStore, item: &Item) -> CreateResult<()> {
+        self.items.add(item, store, &mut self.stats)
+    }
+
+    /// Stores the rest of the item stream and the archive metadata object (with its TAM) and
+    /// adds the archive to `manifest` (borg's `Archive.save` without the commit: call
+    /// [`ChunkStore::commit`] afterwards).
+    pub fn finish(
+        mut self,
+        store: &ChunkStore,
+        manifest: &mut Manifest,
+        name: &str,
+        info: &ArchiveInfo,
+    ) -> CreateResult<Created> {
+        if manifest.archives.contains_key(name) {
+            return Err(CreateError::AlreadyExists(name.to_string()));
+        }
+        let mut stats = self.stats;
+        self.items.flush(true, store, &mut stats)?;
+        let duration = chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default();
+        let (start, end) = match (info.timestamp, info.time_end) {
+            (Some(t), Some(e)) => (t, e),
+            (Some(t), None) => (t, t + duration),
+            (None, _) => {
+                let end = Utc::now().naive_utc();
+                (end - duration, end)
+            }
+        };
+        let s = |v: &str| Value::from(v);
+        let params = std::iter::once(s(info.chunker_params.algorithm()))
+            .chain(info.chunker_params.numbers().into_iter().map(Value::from))
+            .collect();
+        let mut meta = vec![
+            (s("version"), Value::from(1)),
+            (s("name"), s(name)),
+            (s("comment"), s(&info.comment)),
+            (
+                s("items"),
+                Value::Array(
+                    self.items
+                        .chunks
+                        .iter()
+                        .map(|id| Value::Binary(id.to_vec()))
+                        .collect(),
+                ),
+            ),
+            (
+                s("cmdline"),
+                Value::Array(info.cmdline.iter().map(|a| s(a)).collect()),
+            ),
+            (s("hostname"), s(&info.hostname)),
+            (s("username"), s(&info.username)),
+            (s("time"), s(&start.format(ISO_FORMAT).to_string())),
+            (s("time_end"), s(&end.format(ISO_FORMAT).to_string())),
+            (s("chunker_params"), Value::Array(params)),
+            (s("size"), Value::from(stats.osize)),
+            (s("csize"), Value::from(stats.csize)),
+            (s("nfiles"), Value::from(stats.nfiles)),
+            (s("size_parts"), Value::from(0)),
+            (s("csize_parts"), Value::from(0)),
+            (s("nfiles_parts"), Value::from(0)),
+        ];
+        meta.extend(info.extra.iter().map(|(k, v)| (s(k), v.clone())));
+        let data = rborg_crypto::pack_and_authenticate(
+            store.key(),
+            &Value::Map(meta),
+            TamContext::Archive,
+        )?;
+        let (entry, new) = store.add_data(&data)?;
+        // borg counts the metadata object in the statistics it prints (after storing it)
+        stats.update(entry.size, entry.csize, new);
+        manifest.archives.insert(
+            name.to_string(),
+            ArchiveEntry {
+                id: entry.id,
+                time: start.format(ISO_FORMAT).to_string(),
+            },
+        );
+        Ok(Created {
+            id: entry.id,
+            name: name.to_string(),
+            start,
+            end,
+            stats,
+            metadata_csize: entry.csize,
+            warnings: self.warnings,
+            chunks_deduplicated: self.chunks_deduplicated,
+            chunks_stored: self.chunks_stored,
+        })
+    }
+}
