@@ -23,7 +23,7 @@ use rmpv::Value;
 
 use crate::archive::{fetch_object, open_object, ArchiveMeta, ReadError, ReadResult, PREFETCH};
 use crate::format;
-use crate::item::{Item, ItemUnpacker, S_IFBLK, S_IFCHR, S_IFIFO, S_IFMT, S_IFREG};
+use crate::item::{hardlinkable, Item, ItemUnpacker, S_IFBLK, S_IFCHR, S_IFIFO};
 use crate::patterns::PatternMatcher;
 
 /// Walks an archive's item stream without holding the repository, so that two streams (or a
@@ -74,11 +74,6 @@ impl ItemCursor {
             self.next = end;
         }
     }
-}
-
-/// Whether items of this type can be hard links in borg 1.2 (`helpers.hardlinkable`).
-pub fn hardlinkable(mode: u32) -> bool {
-    matches!(mode & S_IFMT, S_IFREG | S_IFBLK | S_IFCHR | S_IFIFO)
 }
 
 /// borg's `normalize_chunker_params`: parameters of borg < 1.2 (4 integers) are buzhash

@@ -23,8 +23,9 @@ use rborg_crypto::Key;
 use rborg_repository::Repository;
 
 use crate::archive::{ArchiveMeta, ContentReader, ReadError};
-use crate::diff::{hardlinkable, ItemCursor};
+use crate::diff::ItemCursor;
 use crate::format::remove_surrogates;
+use crate::item::hardlinkable;
 use crate::item::{ChunkListEntry, Item, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG};
 use crate::patterns::PatternMatcher;
 

@@ -41,7 +41,9 @@ use rborg_crypto::Key;
 use rborg_repository::{ObjectId, Repository};
 
 use crate::archive::{open_object, ArchiveMeta, ReadError, PREFETCH};
-use crate::item::{ChunkListEntry, Item, ItemUnpacker, S_IFBLK, S_IFCHR, S_IFIFO, S_IFREG};
+use crate::item::{
+    hardlinkable, ChunkListEntry, Item, ItemUnpacker, S_IFBLK, S_IFCHR, S_IFIFO, S_IFREG,
+};
 use crate::patterns::PatternMatcher;
 
 /// Options of `borg extract`.
@@ -283,14 +285,6 @@ fn acl_xattr(text: &[u8], numeric_ids: bool, owners: &mut Owners) -> Option<Vec<
         let (uid, gid) = owners.uid_gid(&probe, false);
         Some(if user { uid } else { gid })
     })
-}
-
-/// Whether a file of this mode can be hard-linked in borg 1.2 archives (`hardlinkable`).
-fn hardlinkable(mode: u32) -> bool {
-    matches!(
-        mode & crate::item::S_IFMT,
-        S_IFREG | S_IFBLK | S_IFCHR | S_IFIFO
-    )
 }
 
 /// Drops the first `n` components of an archive path.

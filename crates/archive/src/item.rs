@@ -81,6 +81,13 @@ pub const S_IFIFO: u32 = 0o010000;
 /// Socket.
 pub const S_IFSOCK: u32 = 0o140000;
 
+/// Whether borg 1.2 can hard-link an object of this mode (`helpers.hardlinkable`): regular
+/// files, block and character devices and fifos. Their hard links are stored as a master item
+/// carrying the content and slaves naming it in `source`.
+pub fn hardlinkable(mode: u32) -> bool {
+    matches!(mode & S_IFMT, S_IFREG | S_IFBLK | S_IFCHR | S_IFIFO)
+}
+
 /// One archive item with every key borg 1.2 writes (`constants.ITEM_KEYS` plus `deleted` and
 /// `nlink`).
 ///

@@ -27,7 +27,7 @@ use rmpv::Value;
 use crate::archive::{open_object, ArchiveMeta, ReadError};
 use crate::create::{CreateError, Created, Reporter};
 use crate::delete::{delete_archive, DeleteError};
-use crate::item::{ChunkListEntry, Item, S_IFMT, S_IFREG};
+use crate::item::{hardlinkable, ChunkListEntry, Item, S_IFMT, S_IFREG};
 use crate::manifest::{Manifest, ISO_FORMAT};
 use crate::patterns::{IeCommand, Pattern, PatternMatcher, PatternStyle};
 use crate::refcount::RefCounts;
@@ -124,13 +124,6 @@ pub struct Recreater<'k, 'r> {
 /// `is_temporary_archive`).
 pub fn is_temporary_archive(name: &str) -> bool {
     name.ends_with(".recreate")
-}
-
-fn hardlinkable(mode: u32) -> bool {
-    matches!(
-        mode & S_IFMT,
-        S_IFREG | 0o060000 /* blk */ | 0o020000 /* chr */ | 0o010000 /* fifo */
-    )
 }
 
 /// borg's `file_status`: the `--list` letter of an item by its type.

@@ -8,7 +8,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use rborg_archive::item::{Item, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFMT, S_IFREG};
+use rborg_archive::item::{hardlinkable, Item, S_IFDIR, S_IFMT};
 use rborg_archive::{ArchiveMeta, ChunkListEntry, ItemIter, Manifest, ReadError};
 use rborg_crypto::Key;
 use rborg_repository::Repository;
@@ -67,11 +67,6 @@ impl Node {
 /// Hard link masters that are not shown, by path: their chunks (until a shown link takes them)
 /// and the path under which a link took them (borg's `hardlink_masters`).
 type Masters = HashMap<Vec<u8>, (Option<Vec<ChunkListEntry>>, Option<Vec<u8>>)>;
-
-/// Whether borg 1.2 can hard-link objects of this mode (`hardlinkable`).
-pub fn hardlinkable(mode: u32) -> bool {
-    matches!(mode & S_IFMT, S_IFREG | S_IFBLK | S_IFCHR | S_IFIFO)
-}
 
 /// What a mount shows, decided before any archive is read.
 #[derive(Clone, Debug, Default)]
