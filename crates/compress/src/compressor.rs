@@ -140,12 +140,18 @@ fn fall_back_to_none(data: &[u8], out: &mut Vec<u8>, start: usize) -> Compressio
 
 /// `LZ4._decide`/`decide_compress`: raw LZ4 block (no size prefix) behind
 /// `01 00`, or `none` unless strictly smaller than the input.
+///
+/// Compression uses liblz4's `LZ4_compress_default` (the `lz4` crate), the function borg calls,
+/// so rborg stores the same bytes (and sizes) as borg; `lz4_flex` makes equally valid blocks
+/// that are often a byte longer. Decompression of untrusted data stays in safe Rust
+/// (`lz4_flex`, see `decompress.rs`). docs/compress.md has the measurements.
 fn compress_lz4(data: &[u8], out: &mut Vec<u8>) -> Result<CompressionType, CompressError> {
     let start = out.len();
-    let bound = lz4_flex::block::get_maximum_output_size(data.len());
+    let bound =
+        lz4::block::compress_bound(data.len()).map_err(|e| CompressError::Lz4(e.to_string()))?;
     out.resize(start + 2 + bound, 0);
     out[start..start + 2].copy_from_slice(&CompressionType::Lz4.header());
-    let n = lz4_flex::block::compress_into(data, &mut out[start + 2..])
+    let n = lz4::block::compress_to_buffer(data, None, false, &mut out[start + 2..])
         .map_err(|e| CompressError::Lz4(e.to_string()))?;
     if n < data.len() {
         out.truncate(start + 2 + n);

@@ -127,7 +127,7 @@ pub enum CompressError {
     /// The zlib (miniz) encoder reported an error.
     #[error("zlib compress failed: {0}")]
     Zlib(String),
-    /// lz4_flex reported an error (cannot happen with a bound-sized buffer).
+    /// liblz4 refused the input (larger than 2 GiB) or the bound-sized buffer (cannot happen).
     #[error("lz4 compress failed: {0}")]
     Lz4(String),
     /// The inner compressed size does not fit obfuscation's 32-bit size header.
