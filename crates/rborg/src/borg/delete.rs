@@ -204,24 +204,8 @@ fn delete_archives(
     if args.stats {
         let all = repository_stats(repo, &key, &manifest, &refs, parts)
             .map_err(|e| CmdError::new(e.to_string()))?;
-        let iec = ctx.common.iec;
-        let neg = |v: u64| {
-            if v == 0 {
-                format_file_size(0, iec)
-            } else {
-                format!("-{}", format_file_size(v, iec))
-            }
-        };
-        let text = format!(
-            "{DASHES}\n{STATS_HEADER}\n{:<15} {:>20} {:>20} {:>20}\n{}\n{DASHES}",
-            "Deleted data:",
-            neg(deleted.original_size),
-            neg(deleted.compressed_size),
-            neg(deleted.deduplicated_size),
-            cache_str(&all, iec)
-        );
         // borg logs these on `borg.output.stats`, which `--stats` enables
-        eprintln!("{text}");
+        eprintln!("{}", deleted_stats_text(&deleted, &all, ctx.common.iec));
     }
     Ok(code)
 }
@@ -324,4 +308,28 @@ fn delete_repository(
         ctx.log.info("Would delete cache.");
     }
     Ok(0)
+}
+
+/// The `--stats` block of `delete` and `prune` (borg's `print_info` of the deleted
+/// `Statistics` and the cache summary): what was removed, as negative sizes, and what remains.
+pub(super) fn deleted_stats_text(
+    deleted: &DeleteStats,
+    all: &rborg_archive::info::RepositoryStats,
+    iec: bool,
+) -> String {
+    let neg = |v: u64| {
+        if v == 0 {
+            format_file_size(0, iec)
+        } else {
+            format!("-{}", format_file_size(v, iec))
+        }
+    };
+    format!(
+        "{DASHES}\n{STATS_HEADER}\n{:<15} {:>20} {:>20} {:>20}\n{}\n{DASHES}",
+        "Deleted data:",
+        neg(deleted.original_size),
+        neg(deleted.compressed_size),
+        neg(deleted.deduplicated_size),
+        cache_str(all, iec)
+    )
 }

@@ -15,13 +15,9 @@ use rborg_archive::Manifest;
 use rborg_crypto::paths::std_env;
 use rborg_repository::Repository;
 
-use super::common::{format_file_size, CmdError, CmdResult, Context, EXIT_ERROR};
-use super::delete::format_archive;
-use super::info::{cache_str, STATS_HEADER};
+use super::common::{CmdError, CmdResult, Context, EXIT_ERROR};
+use super::delete::{deleted_stats_text, format_archive};
 use super::open::{location, open_with_manifest, LockMode};
-
-const DASHES: &str =
-    "------------------------------------------------------------------------------";
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -244,23 +240,8 @@ pub fn run(ctx: &mut Context, args: PruneArgs) -> CmdResult {
     if args.stats {
         let all = repository_stats(repo, &key, &manifest, &refs, parts)
             .map_err(|e| CmdError::new(e.to_string()))?;
-        let iec = ctx.common.iec;
-        let neg = |v: u64| {
-            if v == 0 {
-                format_file_size(0, iec)
-            } else {
-                format!("-{}", format_file_size(v, iec))
-            }
-        };
         // borg logs these on `borg.output.stats`, which `--stats` enables
-        eprintln!(
-            "{DASHES}\n{STATS_HEADER}\n{:<15} {:>20} {:>20} {:>20}\n{}\n{DASHES}",
-            "Deleted data:",
-            neg(deleted.original_size),
-            neg(deleted.compressed_size),
-            neg(deleted.deduplicated_size),
-            cache_str(&all, iec)
-        );
+        eprintln!("{}", deleted_stats_text(&deleted, &all, ctx.common.iec));
     }
     Ok(0)
 }
