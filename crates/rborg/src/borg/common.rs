@@ -626,3 +626,33 @@ impl PercentProgress {
         }
     }
 }
+
+/// `--list` output of the commands that write archives (borg's `print_file_status` on the
+/// `borg.output.list` logger): `STATUS PATH` on stderr, or a `file_status` JSON record with
+/// `--log-json`, unless `--filter` leaves the status out; warnings go to the log.
+pub struct FileStatusPrinter<'a> {
+    pub ctx: &'a Context,
+    /// `--list`.
+    pub list: bool,
+    /// `--filter STATUSCHARS`.
+    pub filter: Option<String>,
+}
+
+impl rborg_archive::create::Reporter for FileStatusPrinter<'_> {
+    fn status(&mut self, status: char, path: &[u8]) {
+        if !self.list || self.filter.as_ref().is_some_and(|f| !f.contains(status)) {
+            return;
+        }
+        let path = String::from_utf8_lossy(path);
+        if self.ctx.common.log_json {
+            let line = serde_json::json!({"type": "file_status", "status": status.to_string(), "path": path});
+            eprintln!("{line}");
+        } else {
+            eprintln!("{status} {path}");
+        }
+    }
+
+    fn warning(&mut self, message: &str) {
+        self.ctx.log.warning(message);
+    }
+}

@@ -27,7 +27,7 @@ use rborg_repository::Repository;
 
 use super::common::{
     format_file_size, format_timedelta, CmdError, CmdResult, Context, CreateProgress,
-    ExclusionArgs, EXIT_SUCCESS, EXIT_WARNING,
+    ExclusionArgs, FileStatusPrinter, EXIT_SUCCESS, EXIT_WARNING,
 };
 use super::open::{location, open_with_manifest, LockMode};
 use super::BORG_VERSION;
@@ -482,35 +482,19 @@ fn local_time(t: NaiveDateTime) -> chrono::DateTime<Local> {
     Local.from_utc_datetime(&t)
 }
 
-/// Prints `--list` lines and warnings as borg does (both on stderr).
+/// `--list` lines and warnings as borg prints them ([`FileStatusPrinter`]), plus `--progress`.
 struct CliReporter<'a> {
-    ctx: &'a Context,
-    list: bool,
-    filter: Option<String>,
+    files: FileStatusPrinter<'a>,
     progress: Option<CreateProgress>,
 }
 
 impl Reporter for CliReporter<'_> {
     fn status(&mut self, status: char, path: &[u8]) {
-        if !self.list {
-            return;
-        }
-        if let Some(f) = &self.filter {
-            if !f.contains(status) {
-                return;
-            }
-        }
-        let path = String::from_utf8_lossy(path);
-        if self.ctx.common.log_json {
-            let line = serde_json::json!({"type": "file_status", "status": status.to_string(), "path": path});
-            eprintln!("{line}");
-        } else {
-            eprintln!("{status} {path}");
-        }
+        self.files.status(status, path);
     }
 
     fn warning(&mut self, message: &str) {
-        self.ctx.log.warning(message);
+        self.files.warning(message);
     }
 
     fn progress(&mut self, stats: &Stats, path: &[u8]) {
@@ -650,9 +634,11 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
         ..CreateOptions::default()
     };
     let mut reporter = CliReporter {
-        ctx,
-        list: args.output_list,
-        filter: args.output_filter.clone(),
+        files: FileStatusPrinter {
+            ctx,
+            list: args.output_list,
+            filter: args.output_filter.clone(),
+        },
         progress: ctx.common.progress.then(|| CreateProgress::new(ctx)),
     };
     let key = opened.key.key.clone();
@@ -668,7 +654,7 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
     let mut cache_warning = false;
     let mut cache = if use_cache {
         let (c, w) = super::info::open_cache(
-            reporter.ctx,
+            reporter.files.ctx,
             &mut opened.repository,
             &key,
             &manifest,

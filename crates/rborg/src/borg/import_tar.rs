@@ -8,7 +8,6 @@ use std::process::{Child, Command, Stdio};
 
 use clap::Args;
 use rborg_archive::create::chrono::NaiveDateTime;
-use rborg_archive::create::Reporter;
 use rborg_archive::export_tar::tar_filter_for;
 use rborg_archive::import_tar::{import_tar, ImportTarOptions};
 use rborg_archive::manifest::Operation;
@@ -20,7 +19,7 @@ use rborg_compress::CompressionSpec;
 use rborg_crypto::paths::std_env;
 use rborg_repository::Repository;
 
-use super::common::{CmdError, CmdResult, Context, EXIT_SUCCESS, EXIT_WARNING};
+use super::common::{CmdError, CmdResult, Context, FileStatusPrinter, EXIT_SUCCESS, EXIT_WARNING};
 use super::create::{
     host_name, os_user_name, parse_chunker_params, parse_compression, parse_timestamp_arg,
     replace_placeholders,
@@ -73,25 +72,6 @@ pub struct ImportTarArgs {
     /// input tar file. "-" to read from stdin instead.
     #[arg(value_name = "TARFILE")]
     tarfile: String,
-}
-
-struct ListReporter<'a> {
-    ctx: &'a Context,
-    list: bool,
-    filter: Option<String>,
-}
-
-impl Reporter for ListReporter<'_> {
-    fn status(&mut self, status: char, path: &[u8]) {
-        if !self.list || self.filter.as_ref().is_some_and(|f| !f.contains(status)) {
-            return;
-        }
-        eprintln!("{status} {}", String::from_utf8_lossy(path));
-    }
-
-    fn warning(&mut self, message: &str) {
-        self.ctx.log.warning(message);
-    }
 }
 
 /// The tar input: the file (or stdin) directly, or the stdout of a filter process reading it.
@@ -178,7 +158,7 @@ pub fn run(ctx: &mut Context, args: ImportTarArgs) -> CmdResult {
             ..ArchiveInfo::default()
         },
     };
-    let mut reporter = ListReporter {
+    let mut reporter = FileStatusPrinter {
         ctx,
         list: args.output_list,
         filter: args.output_filter.clone(),

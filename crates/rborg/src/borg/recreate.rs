@@ -4,7 +4,6 @@
 
 use clap::Args;
 use rborg_archive::create::chrono::{Local, NaiveDateTime, TimeZone};
-use rborg_archive::create::Reporter;
 use rborg_archive::manifest::Operation;
 use rborg_archive::patterns::PatternMatcher;
 use rborg_archive::recreate::{
@@ -17,7 +16,7 @@ use rborg_compress::CompressionSpec;
 use rborg_crypto::paths::std_env;
 use rborg_repository::Repository;
 
-use super::common::{CmdError, CmdResult, Context, ExclusionArgs, EXIT_SUCCESS};
+use super::common::{CmdError, CmdResult, Context, ExclusionArgs, FileStatusPrinter, EXIT_SUCCESS};
 use super::create::{
     host_name, os_user_name, parse_chunker_params, parse_compression, parse_timestamp_arg,
 };
@@ -89,32 +88,6 @@ pub struct RecreateArgs {
     paths: Vec<String>,
 }
 
-/// `--list` output (borg's `print_file_status` on the `borg.output.list` logger).
-struct ListReporter<'a> {
-    ctx: &'a Context,
-    list: bool,
-    filter: Option<String>,
-}
-
-impl Reporter for ListReporter<'_> {
-    fn status(&mut self, status: char, path: &[u8]) {
-        if !self.list || self.filter.as_ref().is_some_and(|f| !f.contains(status)) {
-            return;
-        }
-        let path = String::from_utf8_lossy(path);
-        if self.ctx.common.log_json {
-            let line = serde_json::json!({"type": "file_status", "status": status.to_string(), "path": path});
-            eprintln!("{line}");
-        } else {
-            eprintln!("{status} {path}");
-        }
-    }
-
-    fn warning(&mut self, message: &str) {
-        self.ctx.log.warning(message);
-    }
-}
-
 pub fn run(ctx: &mut Context, args: RecreateArgs) -> CmdResult {
     let loc = location(args.location.as_deref())?;
     let exclusion = args.exclusion.load()?;
@@ -170,7 +143,7 @@ pub fn run(ctx: &mut Context, args: RecreateArgs) -> CmdResult {
         hostname: host_name().split('.').next().unwrap_or("").to_string(),
         username: os_user_name(),
     };
-    let mut reporter = ListReporter {
+    let mut reporter = FileStatusPrinter {
         ctx,
         list: args.output_list,
         filter: args.output_filter.clone(),
