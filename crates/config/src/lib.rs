@@ -35,7 +35,7 @@ pub use discover::{collect_config_files, config_files, default_config_paths};
 pub use error::{ConfigError, Diagnostic};
 pub use interpolate::{resolve_credential, CredentialError};
 pub use model::{Check, CommandHook, Config, Database, Repository};
-pub use node::{Mark, Node, Value};
+pub use node::{Key, Mark, Node, Value};
 pub use template::generate_template;
 
 /// Options of a `repositories:` entry that describe the repository itself; any other option
@@ -84,7 +84,67 @@ impl LoadedConfig {
                 map.insert(name, value);
             }
         }
-        serde_json::from_value(top).ok()
+        let mut config: Config = serde_json::from_value(top).ok()?;
+        mark_legacy_after_hooks(&self.tree, &mut config);
+        Some(config)
+    }
+
+    /// Applies a `--override OPTION=VALUE` (borgmatic's `config/override.py`): `OPTION` is a
+    /// dotted path (`keep_daily`, `healthchecks.ping_url`; a leading 1.7 section name such as
+    /// `retention.` is dropped), `VALUE` is parsed as YAML (`[a, b]`, `3`, `true`). The result
+    /// is validated again.
+    pub fn apply_override(&mut self, text: &str) -> Result<(), ConfigError> {
+        let origin = Mark {
+            file: std::sync::Arc::new(PathBuf::from("<--override>")),
+            line: 1,
+            column: 1,
+        };
+        let invalid = |message: String| ConfigError::at(&origin, "", message);
+        let (option, value) = text
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("{text:?} is not OPTION=VALUE")))?;
+        let mut parts: Vec<&str> = option.trim().split('.').collect();
+        const SECTIONS: [&str; 6] = [
+            "location",
+            "storage",
+            "retention",
+            "consistency",
+            "output",
+            "hooks",
+        ];
+        if parts.len() > 1 && SECTIONS.contains(&parts[0]) {
+            parts.remove(0);
+        }
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(invalid(format!("{option:?} is not an option name")));
+        }
+        let value = node::parse(value, Path::new("<--override>"))?;
+        let mut target = &mut self.tree;
+        for (i, part) in parts.iter().enumerate() {
+            let key = Key {
+                name: part.to_string(),
+                mark: origin.clone(),
+                merge: false,
+            };
+            if i + 1 == parts.len() {
+                target.insert(key, value);
+                break;
+            }
+            if !matches!(target.get(part).map(|n| &n.value), Some(Value::Map(_))) {
+                target.insert(key, Node::new(Value::Map(Vec::new()), origin.clone()));
+            }
+            target = target.get_mut(part).expect("inserted above");
+        }
+        let mut errors = Vec::new();
+        schema::validate(schema::schema(), &self.tree, "", &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid(errors));
+        }
+        let mut config: Config = serde_json::from_value(self.tree.to_json())
+            .map_err(|e| invalid(format!("cannot read the configuration: {e}")))?;
+        mark_legacy_after_hooks(&self.tree, &mut config);
+        self.config = config;
+        Ok(())
     }
 
     /// The indexes of the repositories that `wanted` (a `--repository` argument: a label or a
@@ -179,13 +239,14 @@ fn finish(
     if !errors.is_empty() {
         return Err(ConfigError::Invalid(errors));
     }
-    let config: Config = serde_json::from_value(tree.to_json()).map_err(|e| {
+    let mut config: Config = serde_json::from_value(tree.to_json()).map_err(|e| {
         ConfigError::at(
             &tree.mark,
             "",
             format!("cannot read the configuration: {e}"),
         )
     })?;
+    mark_legacy_after_hooks(&tree, &mut config);
     Ok(LoadedConfig {
         path: path.to_path_buf(),
         config,
@@ -193,6 +254,22 @@ fn finish(
         warnings,
         files,
     })
+}
+
+/// borgmatic 1.7 ran `after_backup`, `after_prune`... only when the action succeeded (errors
+/// ran `on_error` instead); 2.x runs an `after` hook without `states` either way. Hooks that
+/// came from the 1.7 options keep their 1.7 meaning: `states: [finish]`.
+fn mark_legacy_after_hooks(tree: &Node, config: &mut Config) {
+    let Some(Value::Seq(commands)) = tree.get("commands").map(|c| &c.value) else {
+        return;
+    };
+    for (node, hook) in commands.iter().zip(config.commands.iter_mut()) {
+        let legacy = node.tag.as_deref() == Some(normalize::LEGACY_HOOK_TAG);
+        let after_point = matches!(hook.after.as_deref(), Some("action" | "repository"));
+        if legacy && after_point && hook.states.is_empty() {
+            hook.states = vec!["finish".to_string()];
+        }
+    }
 }
 
 /// Options written under a repository are validated as top-level options (borgmatic

@@ -164,6 +164,8 @@ pub struct Config {
     pub ntfy: Option<Ntfy>,
     /// Cronitor monitoring.
     pub cronitor: Option<PingUrl>,
+    /// Cronhub monitoring (borgmatic 1.7.x; dropped from borgmatic 2.x's schema).
+    pub cronhub: Option<PingUrl>,
     /// PagerDuty monitoring.
     pub pagerduty: Option<PagerDuty>,
     /// Uptime Kuma monitoring.
@@ -224,7 +226,11 @@ pub struct CommandHook {
     pub when: Vec<String>,
     /// Shell commands.
     pub run: Vec<String>,
-    /// Hook state filter (`states:` in newer borgmatic) and other keys.
+    /// For `after` hooks: run only when the scope ended in one of these states (`finish`,
+    /// `fail`); all states when empty. The 1.7 `after_*` hooks get `finish` (see
+    /// `LoadedConfig`), since 1.7 ran them only on success.
+    pub states: Vec<String>,
+    /// Other keys.
     #[serde(flatten)]
     pub other: BTreeMap<String, Json>,
 }
@@ -298,7 +304,7 @@ pub struct Ntfy {
     pub states: Vec<String>,
 }
 
-/// A monitoring hook that only has a ping URL (Cronitor).
+/// A monitoring hook that only has a ping URL (Cronitor, Cronhub).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct PingUrl {

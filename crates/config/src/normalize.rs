@@ -214,6 +214,11 @@ pub fn normalize(file: &str, config: &mut Node) -> Result<Vec<String>, ConfigErr
     Ok(warnings)
 }
 
+/// The tag put on `commands:` entries made from 1.7 hook options (`before_backup`, ...), so the
+/// runner can give them their 1.7 meaning (`after_*` on success only). Tags are not part of the
+/// configuration's JSON form, so `--show` output is unchanged.
+pub const LEGACY_HOOK_TAG: &str = "!rborg/legacy-hook";
+
 fn hook_deprecation(option: &str) -> String {
     format!("{option} is deprecated and support will be removed from a future release. Use commands: instead.")
 }
@@ -221,7 +226,8 @@ fn hook_deprecation(option: &str) -> String {
 fn normalize_commands(config: &mut Node, warn: &mut dyn FnMut(&str)) {
     let mut add = |config: &mut Node, option: &str, entries: Vec<(&str, Node)>, mark: &Mark| {
         warn(&hook_deprecation(option));
-        let command = map_node(entries, mark);
+        let mut command = map_node(entries, mark);
+        command.tag = Some(LEGACY_HOOK_TAG.to_string());
         match config.get_mut("commands") {
             Some(Node {
                 value: Value::Seq(items),

@@ -3,12 +3,15 @@
 //! The binary has two personalities:
 //! - called by a name starting with `borg` (a symlink `borg -> rborg`, or `borg.exe` in borg's test
 //!   suite), or as `rborg borg ARGS`, it is the borg 1.2 command line;
-//! - otherwise it is rborg's own command line (`rborg benchmark ...`, and later the orchestrator).
+//! - called as `borgmatic` (a symlink), or as `rborg [ACTION...]`, it is the borgmatic-compatible
+//!   orchestrator (`orchestrator`): the actions of each configuration file for each repository;
+//! - `rborg benchmark ...` and `rborg config validate|generate` are rborg's own commands.
 //!
 //! This crate only parses, wires and prints; the work is done by the library crates.
 
 mod benchmark;
 mod borg;
+mod orchestrator;
 mod output;
 
 use std::ffi::OsString;
@@ -37,6 +40,9 @@ enum Command {
     /// Measure the speed of rborg's building blocks.
     #[command(subcommand)]
     Benchmark(benchmark::BenchmarkCommand),
+    /// Validate borgmatic configuration files or generate a commented template.
+    #[command(subcommand)]
+    Config(orchestrator::config_cmd::ConfigCommand),
 }
 
 fn main() -> ExitCode {
@@ -46,13 +52,23 @@ fn main() -> ExitCode {
         .and_then(|a| Path::new(a).file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    args.remove(0);
+    if invoked_as.starts_with("borgmatic") {
+        // a `borgmatic -> rborg` link: every argument is borgmatic's, `borg` is its action
+        return orchestrator::main(args);
+    }
     if invoked_as.starts_with("borg") {
-        args.remove(0);
         return borg::main(args);
     }
-    let cli = Cli::parse_from(args);
+    // rborg's own commands come first; anything else is the orchestrator's command line
+    let first = args.first().and_then(|a| a.to_str()).unwrap_or_default();
+    if !matches!(first, "borg" | "benchmark" | "config" | "help") {
+        return orchestrator::main(args);
+    }
+    let cli = Cli::parse_from(std::iter::once(OsString::from("rborg")).chain(args));
     match cli.command {
         Command::Borg { args } => borg::main(args),
         Command::Benchmark(cmd) => output::exit_with(benchmark::run(cmd)),
+        Command::Config(cmd) => orchestrator::config_cmd::run(cmd),
     }
 }

@@ -255,3 +255,73 @@ if os.geteuid() == 0:
         "borg check after the mounts (lock released)",
     );
 }
+
+/// The orchestrator's actions (issue 8): `rborg mount --archive latest --mount-point DIR
+/// [--path ...]` mounts the newest archive of the configured repository, `rborg umount
+/// --mount-point DIR` unmounts it.
+#[test]
+fn orchestrator_mount_latest_and_umount() {
+    if !fuse_available() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    std::fs::create_dir_all(dir.join("home")).unwrap();
+    std::fs::create_dir_all(dir.join("src/sub")).unwrap();
+    std::fs::write(dir.join("src/sub/old.txt"), "first backup\n").unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source_directories: [src]\nworking_directory: {d}\nrepositories:\n  - path: {d}/repo\n    label: here\n    encryption: repokey\nencryption_passphrase: {PASSPHRASE}\narchive_name_format: 'm-{{now:%Y-%m-%dT%H:%M:%S.%f}}'\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let orchestrator = |args: &[&str]| {
+        let mut full = vec!["-c", config.to_str().unwrap()];
+        full.extend_from_slice(args);
+        command(dir, env!("CARGO_BIN_EXE_rborg"), &full)
+            .env("HOME", dir.join("home"))
+            .env_remove("BORG_PASSPHRASE")
+            .output()
+            .unwrap()
+    };
+    ok(&orchestrator(&["repo-create"]), "repo-create");
+    ok(&orchestrator(&["create"]), "first create");
+    std::fs::write(dir.join("src/sub/new.txt"), "second backup\n").unwrap();
+    ok(&orchestrator(&["create"]), "second create");
+
+    let mountpoint = dir.join("mnt");
+    std::fs::create_dir_all(&mountpoint).unwrap();
+    let mp = mountpoint.to_str().unwrap();
+    ok(
+        &orchestrator(&[
+            "mount",
+            "--archive",
+            "latest",
+            "--mount-point",
+            mp,
+            "--path",
+            "src/sub",
+        ]),
+        "rborg mount --archive latest",
+    );
+    wait_mounted(&mountpoint, true);
+    let guard = Mounted(mountpoint.clone());
+    // the latest archive has both files
+    assert_eq!(
+        std::fs::read_to_string(mountpoint.join("src/sub/new.txt")).unwrap(),
+        "second backup\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mountpoint.join("src/sub/old.txt")).unwrap(),
+        "first backup\n"
+    );
+    ok(
+        &orchestrator(&["umount", "--mount-point", mp]),
+        "rborg umount",
+    );
+    wait_mounted(&mountpoint, false);
+    drop(guard);
+}

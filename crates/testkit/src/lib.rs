@@ -16,6 +16,7 @@
 //! * [`tree_snapshot`] / [`assert_same_tree`]: compare two directory trees by everything borg
 //!   archives (type, mode, owner, size, ns times, link targets, xattrs, hard link groups, content);
 //! * [`borg14`]: the second oracle, borg 1.4.x built from PyPI in a venv, when installed.
+//! * [`http_recorder::Recorder`]: a request-recording HTTP server on 127.0.0.1 (monitoring tests).
 //!
 //! ```no_run
 //! use rborg_testkit::{borg_available, borg_command, ok, BORG};
@@ -28,6 +29,8 @@
 //!     assert!(ok(&out, "borg --version").starts_with("borg"));
 //! }
 //! ```
+
+pub mod http_recorder;
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -229,6 +232,25 @@ pub fn borg14(what: &str) -> Option<std::path::PathBuf> {
         path.display()
     );
     eprintln!("borg 1.4 is not installed: skipping its part of the {what}");
+    None
+}
+
+/// Where borgmatic 2.x is installed: `RBORG_BORGMATIC` or the venv `.ci/run` makes
+/// (`/var/tmp/bm/bin/borgmatic`). `None` (with a notice) when absent, unless
+/// `RBORG_REQUIRE_BORG=1`, in which case this panics so CI cannot pass by skipping.
+pub fn borgmatic2(what: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("RBORG_BORGMATIC")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/bm/bin/borgmatic".into());
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("RBORG_REQUIRE_BORG").as_deref() != Ok("1"),
+        "RBORG_REQUIRE_BORG=1 but borgmatic 2.x is not at {}",
+        path.display()
+    );
+    eprintln!("borgmatic 2.x is not installed: skipping the {what}");
     None
 }
 

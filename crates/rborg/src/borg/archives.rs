@@ -19,11 +19,13 @@ pub struct ArchiveFilterArgs {
         short = 'P',
         long,
         value_name = "PREFIX",
-        conflicts_with = "glob_archives"
+        conflicts_with = "glob_archives",
+        value_parser = super::create::replace_placeholders
     )]
     pub prefix: Option<String>,
-    /// only consider archive names matching the glob.
-    #[arg(short = 'a', long = "glob-archives", value_name = "GLOB")]
+    /// only consider archive names matching the glob (placeholders such as `{hostname}` are
+    /// replaced, as borg's `GlobSpec` does).
+    #[arg(short = 'a', long = "glob-archives", value_name = "GLOB", value_parser = super::create::replace_placeholders)]
     pub glob_archives: Option<String>,
     /// Comma-separated list of sorting keys; valid keys are: timestamp, name, id; default is: timestamp
     #[arg(long = "sort-by", value_name = "KEYS", default_value = "timestamp", value_parser = parse_sort_by)]

@@ -125,6 +125,9 @@ impl Log {
         if level < self.level {
             return;
         }
+        if crate::output::tap_log(level.name(), msg) {
+            return;
+        }
         let mut err = std::io::stderr().lock();
         if self.json {
             let line = serde_json::json!({

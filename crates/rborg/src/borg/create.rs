@@ -758,9 +758,8 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
                 "location": location_text,
             },
         });
-        let mut stdout = std::io::stdout().lock();
         let _ = writeln!(
-            stdout,
+            crate::output::stdout(),
             "{}",
             serde_json::to_string_pretty(&out).unwrap_or_default()
         );

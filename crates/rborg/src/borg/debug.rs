@@ -641,7 +641,7 @@ fn search_repo_objs(ctx: &mut Context, args: SearchRepoObjsArgs) -> CmdResult {
             }
             last = Some((id, data));
             i += 1;
-            if i % 10000 == 0 {
+            if i.is_multiple_of(10000) {
                 println!("{i} objects processed.");
             }
         }

@@ -404,7 +404,7 @@ pub fn run(ctx: &mut Context, args: InfoArgs) -> CmdResult {
         Json::Obj(top).write(&mut out, 0);
         out.push('\n');
     }
-    print!("{out}");
+    let _ = std::io::Write::write_all(&mut crate::output::stdout(), out.as_bytes());
     Ok(if cache_warning {
         super::common::EXIT_WARNING
     } else {

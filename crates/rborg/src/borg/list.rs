@@ -69,7 +69,7 @@ pub fn run(ctx: &mut Context, args: ListArgs) -> CmdResult {
         &[Operation::Read],
         &location_text,
     )?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(crate::output::stdout());
     match &loc.archive {
         Some(name) => list_archive(
             ctx,

@@ -111,9 +111,29 @@ enum BorgCommand {
     Debug(debug::DebugCommand),
 }
 
-/// Runs the borg command line with `args` (without the program name) and returns borg's exit
-/// code: 0 success, 1 warning, 2 error.
+/// The arguments of the borg command running now (without the program name): `mount` starts
+/// itself again in the background with them, whether borg's command line came from the process
+/// arguments or from the orchestrator.
+static CURRENT_ARGS: std::sync::Mutex<Vec<OsString>> = std::sync::Mutex::new(Vec::new());
+
+/// The arguments of the borg command running now (see [`CURRENT_ARGS`]).
+fn current_args() -> Vec<OsString> {
+    CURRENT_ARGS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Runs the borg command line with `args` (without the program name) and exits with borg's
+/// exit code: 0 success, 1 warning, 2 error.
 pub fn main(args: Vec<OsString>) -> ExitCode {
+    ExitCode::from(run(args))
+}
+
+/// Runs the borg command line with `args` (without the program name) and returns borg's exit
+/// code. The orchestrator calls this in-process for each borg operation it performs.
+pub fn run(args: Vec<OsString>) -> u8 {
+    *CURRENT_ARGS.lock().unwrap_or_else(|e| e.into_inner()) = args.clone();
     // like borg, no arguments at all means `borg -h`
     let args = if args.is_empty() {
         vec![OsString::from("-h")]
@@ -124,12 +144,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     let cli = match BorgCli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
+            if !(e.use_stderr() && crate::output::tap_log("ERROR", e.to_string().trim_end())) {
+                let _ = e.print();
+            }
+            return if e.use_stderr() {
                 common::EXIT_ERROR
             } else {
                 common::EXIT_SUCCESS
-            });
+            };
         }
     };
     let mut ctx = Context::new(cli.common);
@@ -183,5 +205,5 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
     };
     ctx.report_rc(code);
-    ExitCode::from(code)
+    code
 }

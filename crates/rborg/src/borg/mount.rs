@@ -8,7 +8,6 @@
 //! code if it failed first). The child opens the repository itself, so the repository lock
 //! belongs to the process that serves the mount and goes away with it.
 
-use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -99,13 +98,8 @@ pub fn run(ctx: &mut Context, args: MountArgs) -> CmdResult {
 fn run_in_background(ctx: &Context) -> CmdResult {
     let exe = std::env::current_exe()
         .map_err(|e| CmdError::new(format!("cannot find the rborg executable: {e}")))?;
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    // called as `rborg borg mount ...`, the arguments start with `borg`; called as `borg ...`,
-    // they do not: argv[0] "borg" makes the child the borg command line either way
-    let args = match args.first() {
-        Some(first) if first == "borg" && !invoked_as_borg() => args[1..].to_vec(),
-        _ => args,
-    };
+    // argv[0] "borg" makes the child the borg command line, with this command's arguments
+    let args = super::current_args();
     let mut child = Command::new(exe)
         .arg0("borg")
         .args(&args)
@@ -147,17 +141,6 @@ fn run_in_background(ctx: &Context) -> CmdResult {
         .code()
         .and_then(|c| u8::try_from(c).ok())
         .unwrap_or(EXIT_ERROR))
-}
-
-fn invoked_as_borg() -> bool {
-    std::env::args_os()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().starts_with("borg"))
-        })
-        .unwrap_or(false)
 }
 
 /// Opens the repository, builds the tree and serves it until unmounted.
