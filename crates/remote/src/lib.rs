@@ -3,13 +3,17 @@
 //! [`rborg_repository::Repository`]) and the server loop `borg serve` runs ([`serve`]).
 //!
 //! The wire format is a stream of msgpack values in borg's "raw" flavour ([`msgpack`]); see
-//! `docs/remote.md` for the message layout, the negotiation and the log relay.
+//! `docs/remote.md` for the message layout, the negotiation and the log relay. With the default
+//! `ssh2` feature, [`ssh2_transport`] reaches the server over in-process SSH instead of a
+//! spawned `ssh`.
 
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod msgpack;
 pub mod server;
+#[cfg(feature = "ssh2")]
+pub mod ssh2_transport;
 
 pub use client::{
     parse_remote_line, shell_split, LogSink, OpenArgs, RemoteLog, RemoteRepository, SshCommand,

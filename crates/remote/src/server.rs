@@ -738,3 +738,19 @@ pub fn serve(
     server.close();
     result
 }
+
+/// Runs one whole server session over `input` as the complete client stream (EOF after it) and
+/// returns what the server wrote to its stdout and stderr and how it ended. The fuzz target
+/// `fuzz/fuzz_targets/rpc_server.rs` and the regression test of its findings
+/// (`tests/fuzz_regressions.rs`) drive the server through this; it is [`serve`] with in-memory
+/// streams, so a hostile byte stream meets exactly the code a real `borg serve` client reaches.
+pub fn serve_bytes(
+    input: &[u8],
+    opts: &ServeOptions,
+) -> (Vec<u8>, Vec<u8>, Result<(), ServeError>) {
+    let mut reader = input;
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let result = serve(&mut reader, &mut stdout, &mut stderr, opts);
+    (stdout, stderr, result)
+}

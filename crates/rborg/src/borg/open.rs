@@ -7,7 +7,7 @@ use rborg_archive::security::SecurityDir;
 use rborg_archive::Manifest;
 use rborg_crypto::paths::std_env;
 use rborg_remote::Level as RemoteLevel;
-use rborg_remote::{LogSink, OpenArgs, RemoteLog, RemoteRepository, SshCommand};
+use rborg_remote::{ssh2_transport, LogSink, OpenArgs, RemoteLog, RemoteRepository, SshCommand};
 use rborg_repository::location::{Location, Protocol};
 use rborg_repository::{LocalRepository, ObjectId, OpenOptions, Repository, Result as RepoResult};
 use std::path::{Path, PathBuf};
@@ -210,8 +210,9 @@ fn log_sink(ctx: &Context) -> LogSink {
 
 /// The `ssh ... borg serve ...` command for a remote location (borg's `ssh_cmd` + `borg_cmd`):
 /// `--rsh`/`BORG_RSH`, `--remote-path`/`BORG_REMOTE_PATH`, and our log level, repository
-/// debug topics and `storage_quota` (init) passed on to the server.
-pub fn serve_command(ctx: &Context, loc: &Location, storage_quota: Option<u64>) -> Vec<String> {
+/// debug topics and `storage_quota` (init) passed on to the server. `.argv()` is what the
+/// spawned transport runs; the ssh2 transport uses its parts.
+pub fn serve_command(ctx: &Context, loc: &Location, storage_quota: Option<u64>) -> SshCommand {
     let c = &ctx.common;
     let mut serve_args = Vec::new();
     if c.debug {
@@ -247,7 +248,6 @@ pub fn serve_command(ctx: &Context, loc: &Location, storage_quota: Option<u64>) 
         port: loc.port,
         serve_args,
     }
-    .argv()
 }
 
 /// Opens (or, with `open.create`, creates) the remote repository `loc` names.
@@ -257,11 +257,21 @@ pub fn open_remote(
     open: &OpenArgs,
     storage_quota: Option<u64>,
 ) -> Result<AnyRepository, CmdError> {
-    let argv = serve_command(ctx, loc, storage_quota);
-    ctx.log.debug(&format!("SSH command line: {argv:?}"));
+    let cmd = serve_command(ctx, loc, storage_quota);
     // errors name the repository without the archive (borg's `location.omit_archive()`)
     let repo_text = loc.processed.split("::").next().unwrap_or_default();
-    let mut repo = RemoteRepository::spawn(&argv, repo_text, open, log_sink(ctx))?;
+    // RBORG_SSH_TRANSPORT=ssh2: in-process SSH instead of spawning BORG_RSH (docs/remote.md)
+    let mut repo = if ssh2_transport::selected() {
+        let command = ssh2_transport::remote_command(&cmd);
+        ctx.log
+            .debug(&format!("SSH (ssh2) remote command: {command:?}"));
+        let config = ssh2_transport::Ssh2Config::from_env();
+        ssh2_transport::connect_repository(&cmd, &config, repo_text, open, log_sink(ctx))?
+    } else {
+        let argv = cmd.argv();
+        ctx.log.debug(&format!("SSH command line: {argv:?}"));
+        RemoteRepository::spawn(&argv, repo_text, open, log_sink(ctx))?
+    };
     // --upload-ratelimit (or the deprecated --remote-ratelimit), in KiB/s
     let rate = ctx.common.upload_ratelimit.or(ctx.common.remote_ratelimit);
     if let Some(kib) = rate.filter(|r| *r > 0) {
