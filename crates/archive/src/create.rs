@@ -13,10 +13,13 @@
 //! # Pipeline
 //!
 //! One thread walks the filesystem, reads and chunks files; `threads` workers compute chunk
-//! IDs, compress and encrypt (nonces come from one shared [`NonceManager`], so they are unique
-//! as in borg); the calling thread takes the results in walk order, deduplicates against the
-//! repository's object list plus what this run stored, puts new objects and builds the items.
-//! Channels are bounded, so memory stays at a few dozen chunks.
+//! IDs, compress and encrypt (nonces come from one shared [`rborg_crypto::NonceManager`], so
+//! they are unique as in borg); the calling thread takes the results in walk order,
+//! deduplicates against the repository's object list plus what this run stored, puts new
+//! objects and builds the items. Channels are bounded, so memory stays at a few dozen chunks.
+//! Objects and the item stream are stored through [`crate::writer`]'s `ChunkStore` and item
+//! buffer, the storing half that `recreate` and `import-tar` use too; the storing side also
+//! writes the checkpoints (see [`create_archive_cached`]).
 //!
 //! # Deduplication and the client cache
 //!
@@ -48,28 +51,33 @@ use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub use chrono;
 use chrono::{NaiveDateTime, Utc};
 use rborg_chunker::{ChunkKind, Chunker, ChunkerParams};
-use rborg_compress::{CompressionSpec, Compressor};
-use rborg_crypto::{msgpack, Key, NonceManager, RepoNonces, TamContext};
+use rborg_compress::CompressionSpec;
+use rborg_crypto::{Key, TamContext};
 use rborg_repository::{ObjectId, Repository};
 use rmpv::Value;
 
 use crate::cache::{FileStat, FilesCache, LocalCache, Lookup};
 use crate::item::{ChunkListEntry, Item, S_IFMT, S_IFREG};
-use crate::manifest::{ArchiveEntry, Manifest, ISO_FORMAT, MANIFEST_ID};
+use crate::manifest::{ArchiveEntry, Manifest, ISO_FORMAT};
 use crate::patterns::PatternMatcher;
 use crate::walk::{dir_tags, make_path_safe, normpath_bytes};
+use crate::writer::{
+    archive_metadata, archive_times, ArchiveInfo, ChunkStore, ItemBuffer, KnownChunks,
+};
 
 /// borg's `ChunkBuffer.BUFFER_SIZE`: the item stream is cut once this much is buffered.
 pub const ITEM_BUFFER_SIZE: usize = 8 * 1024 * 1024;
 
-/// How many repository object IDs are requested per `list` call.
-const LIST_PAGE: usize = 10_000;
+/// borg's default `--checkpoint-interval` in seconds (30 minutes).
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 1800;
 
 /// What can go wrong creating an archive. Per-file problems (unreadable file, vanished
 /// entry) are not errors: they are reported as warnings and the file is skipped, as in borg.
@@ -110,6 +118,10 @@ pub enum CreateError {
     /// The client cache failed.
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+    /// The run was interrupted ([`CreateOptions::interrupt`]): the archive was not saved;
+    /// what was stored is in the checkpoint archive, if one was written.
+    #[error("Got Ctrl-C / SIGINT.")]
+    Interrupted,
 }
 
 /// Result type of archive creation.
@@ -195,6 +207,17 @@ pub struct CreateOptions {
     /// `--files-cache` mode letters (`c`time, `m`time, `s`ize, `i`node, `r`echunk,
     /// `d`isabled; default `cis`). Used only when a [`LocalCache`] is given.
     pub files_cache_mode: String,
+    /// `-c/--checkpoint-interval`: once this much time has passed since the last checkpoint
+    /// (checked after every content chunk, as borg's `ChunksProcessor.maybe_checkpoint`), the
+    /// archive so far is committed as `NAME.checkpoint`, the file being read as a part file.
+    /// `None` (borg: 0) writes checkpoints only when [`CreateOptions::interrupt`] asks.
+    pub checkpoint_interval: Option<Duration>,
+    /// borg's `sig_int`: a flag the caller's SIGINT handler sets. The next content chunk then
+    /// triggers a checkpoint, the file being read is finished (its last part checkpointed),
+    /// nothing new is started and the run ends with [`CreateError::Interrupted`] without
+    /// saving the archive itself (borg 1.2 `do_create`: "Got Ctrl-C / SIGINT."). Once set
+    /// it stays set: with no content chunk left to read the run still ends that way.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Default for CreateOptions {
@@ -225,6 +248,8 @@ impl Default for CreateOptions {
             skip_paths: Vec::new(),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             files_cache_mode: "cis".to_string(),
+            checkpoint_interval: Some(Duration::from_secs(DEFAULT_CHECKPOINT_INTERVAL)),
+            interrupt: None,
         }
     }
 }
@@ -262,6 +287,13 @@ pub struct Stats {
     pub usize: u64,
     /// Number of regular files (hardlink slaves not counted).
     pub nfiles: u64,
+    /// Original size of the files that were stored in checkpoint parts, counted again for
+    /// their complete items (borg's `osize_parts`, stored as `size_parts`).
+    pub osize_parts: u64,
+    /// Stored size of the same (borg's `csize_parts`).
+    pub csize_parts: u64,
+    /// Number of part items (borg's `nfiles_parts`).
+    pub nfiles_parts: u64,
 }
 
 impl Stats {
@@ -271,6 +303,30 @@ impl Stats {
         self.csize += csize;
         if unique {
             self.usize += csize;
+        }
+    }
+
+    /// Counts one more reference to a chunk of a file that was stored in parts (borg's
+    /// `Statistics.update(..., part=True)`, never unique).
+    pub fn update_parts(&mut self, size: u64, csize: u64) {
+        self.osize_parts += size;
+        self.csize_parts += csize;
+    }
+}
+
+impl std::ops::Add for Stats {
+    type Output = Stats;
+
+    /// borg's `Statistics.__add__`.
+    fn add(self, o: Stats) -> Stats {
+        Stats {
+            osize: self.osize + o.osize,
+            csize: self.csize + o.csize,
+            usize: self.usize + o.usize,
+            nfiles: self.nfiles + o.nfiles,
+            osize_parts: self.osize_parts + o.osize_parts,
+            csize_parts: self.csize_parts + o.csize_parts,
+            nfiles_parts: self.nfiles_parts + o.nfiles_parts,
         }
     }
 }
@@ -299,33 +355,6 @@ pub struct Created {
     pub chunks_stored: u64,
 }
 
-/// Lets the shared nonce manager reserve nonce space through the shared repository.
-struct SharedNonces<'a, 'r>(&'a Mutex<&'r mut (dyn Repository + Send)>);
-
-impl RepoNonces for SharedNonces<'_, '_> {
-    fn get_free_nonce(&mut self) -> rborg_crypto::Result<Option<u64>> {
-        let mut repo = self
-            .0
-            .lock()
-            .map_err(|_| rborg_crypto::Error::Nonce("repository lock poisoned".into()))?;
-        repo.get_free_nonce()
-            .map_err(|e| rborg_crypto::Error::Nonce(e.to_string()))
-    }
-
-    fn commit_nonce_reservation(
-        &mut self,
-        next_unreserved: u64,
-        start_nonce: Option<u64>,
-    ) -> rborg_crypto::Result<()> {
-        let mut repo = self
-            .0
-            .lock()
-            .map_err(|_| rborg_crypto::Error::Nonce("repository lock poisoned".into()))?;
-        repo.commit_nonce_reservation(next_unreserved, start_nonce)
-            .map_err(|e| rborg_crypto::Error::Nonce(e.to_string()))
-    }
-}
-
 /// A content chunk after the workers: its ID, plaintext size and, unless the repository
 /// already had it when the worker looked, the encrypted envelope.
 struct Processed {
@@ -341,6 +370,9 @@ struct Job {
 
 /// What the walker sends to the storing thread, in archive order.
 enum Event {
+    /// A file's content follows: its item as it is before the content, which checkpoint part
+    /// items are made from (borg's `process_file_chunks` gets the item at that stage).
+    FileStart(Box<Item>),
     /// The next content chunk of the file being read.
     Chunk(Receiver<CreateResult<Processed>>),
     /// A finished item; a regular file with content takes the chunks sent before it.
@@ -365,144 +397,8 @@ enum Event {
     Fatal(CreateError),
 }
 
-/// Everything the storing side needs to put objects.
-struct Store<'a, 'r> {
-    repo: &'a Mutex<&'r mut (dyn Repository + Send)>,
-    nonces: &'a Mutex<NonceManager<SharedNonces<'a, 'r>>>,
-    key: &'a Key,
-    compressor: &'a Compressor,
-    /// Object IDs known to exist: `Some((size, csize))` when known, `None` when csize must
-    /// be read.
-    known: &'a RwLock<HashMap<ObjectId, Option<(u64, u64)>>>,
-    /// References this run added, per object: (count, size, csize), for the chunks cache.
-    refs: &'a Mutex<HashMap<ObjectId, (u32, u64, u64)>>,
-    /// The files cache, where the storing side memorizes files read in this run.
-    files: Option<&'a Mutex<FilesCache>>,
-}
-
 fn lock_err<T>(_: T) -> CreateError {
     CreateError::Internal("lock poisoned".into())
-}
-
-impl Store<'_, '_> {
-    fn encrypt(&self, data: &[u8]) -> CreateResult<Vec<u8>> {
-        let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
-        self.compressor.try_compress_into(data, &mut compressed)?;
-        let mut nonces = self.nonces.lock().map_err(lock_err)?;
-        Ok(self.key.encrypt_next(&compressed, &mut nonces)?)
-    }
-
-    /// borg's `cache.add_chunk`: stores `data` under `id` unless present; returns the chunk
-    /// list entry and whether it was new.
-    fn add_chunk(
-        &self,
-        id: ObjectId,
-        size: u64,
-        envelope: Option<Vec<u8>>,
-        plain: Option<&[u8]>,
-    ) -> CreateResult<(ChunkListEntry, bool)> {
-        let existing = self.known.read().map_err(lock_err)?.get(&id).copied();
-        if let Some(sizes) = existing {
-            let csize = match sizes {
-                Some((_, c)) => c,
-                None => {
-                    let c = self.repo.lock().map_err(lock_err)?.get(&id)?.len() as u64;
-                    self.known
-                        .write()
-                        .map_err(lock_err)?
-                        .insert(id, Some((size, c)));
-                    c
-                }
-            };
-            self.add_ref(id, size, csize)?;
-            return Ok((ChunkListEntry { id, size, csize }, false));
-        }
-        let envelope = match (envelope, plain) {
-            (Some(e), _) => e,
-            (None, Some(p)) => self.encrypt(p)?,
-            (None, None) => {
-                return Err(CreateError::Internal(
-                    "chunk vanished from the known set".into(),
-                ))
-            }
-        };
-        let csize = envelope.len() as u64;
-        self.repo.lock().map_err(lock_err)?.put(&id, &envelope)?;
-        self.known
-            .write()
-            .map_err(lock_err)?
-            .insert(id, Some((size, csize)));
-        self.add_ref(id, size, csize)?;
-        Ok((ChunkListEntry { id, size, csize }, true))
-    }
-
-    /// Counts one more reference to `id` (borg's `chunk_incref`/`chunks.add`).
-    fn add_ref(&self, id: ObjectId, size: u64, csize: u64) -> CreateResult<()> {
-        let mut refs = self.refs.lock().map_err(lock_err)?;
-        let e = refs.entry(id).or_insert((0, size, csize));
-        e.0 += 1;
-        Ok(())
-    }
-
-    /// The chunk list entry of a chunk the chunks cache knows (an unchanged file's chunk),
-    /// counting the reference; `None` if it is unknown.
-    fn cached_chunk(&self, id: ObjectId) -> CreateResult<Option<ChunkListEntry>> {
-        let Some(Some((size, csize))) = self.known.read().map_err(lock_err)?.get(&id).copied()
-        else {
-            return Ok(None);
-        };
-        self.add_ref(id, size, csize)?;
-        Ok(Some(ChunkListEntry { id, size, csize }))
-    }
-}
-
-/// borg's `ChunkBuffer`/`CacheChunkBuffer`: packs items and stores the item stream in chunks.
-struct ItemBuffer {
-    buffer: Vec<u8>,
-    chunker: Chunker,
-    chunks: Vec<ObjectId>,
-}
-
-impl ItemBuffer {
-    fn add(&mut self, item: &Item, store: &Store, stats: &mut Stats) -> CreateResult<()> {
-        msgpack::pack_into(&item.to_value(), &mut self.buffer);
-        if self.buffer.len() > ITEM_BUFFER_SIZE {
-            self.flush(false, store, stats)?;
-        }
-        Ok(())
-    }
-
-    /// Stores all complete chunks of the buffer; with `all`, the last one as well.
-    fn flush(&mut self, all: bool, store: &Store, stats: &mut Stats) -> CreateResult<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let buffer = std::mem::take(&mut self.buffer);
-        let pieces: Vec<(usize, usize)> = self
-            .chunker
-            .chunk_slice(&buffer)
-            .map(|c| (c.offset as usize, c.len))
-            .collect();
-        let keep_last = !all && pieces.len() > 1;
-        let store_count = if keep_last {
-            pieces.len() - 1
-        } else {
-            pieces.len()
-        };
-        for &(off, len) in &pieces[..store_count] {
-            let data = &buffer[off..off + len];
-            let id = store.key.id_hash(data);
-            let (entry, new) = store.add_chunk(id, len as u64, None, Some(data))?;
-            stats.update(entry.size, entry.csize, new);
-            self.chunks.push(id);
-        }
-        if keep_last {
-            if let Some(&(off, _)) = pieces.last() {
-                self.buffer = buffer[off..].to_vec();
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Creates the archive `name` from `sources` (borg's `do_create`), writes the manifest and
@@ -530,6 +426,18 @@ pub fn create_archive(
 /// be archived without reading them (status `U`, `M` for known but modified files), and
 /// after the repository commit the cache is updated with this archive's references and
 /// committed, so borg and rborg keep sharing a consistent cache.
+///
+/// # Checkpoints
+///
+/// Every `opts.checkpoint_interval` (and once when `opts.interrupt` is set) the archive so
+/// far is saved as `NAME.checkpoint` (`.checkpoint.N` if taken) and committed with the
+/// cache, as borg 1.2's `Archive.write_checkpoint`: the file being read gets a part item
+/// `PATH.borg_part_N` (`part: N`) with the chunks read since its previous part, the item
+/// stream is flushed, the manifest written and the repository committed; then the checkpoint
+/// is dropped from the in-memory manifest and its metadata object deleted, so the next
+/// commit (a later checkpoint, or the archive itself) removes it. A file that got parts
+/// gets its last part too, and its complete item references every chunk once more; the part
+/// items stay in the archive (readers skip them unless `--consider-part-files`).
 #[allow(clippy::too_many_arguments)]
 pub fn create_archive_cached(
     repository: &mut (dyn Repository + Send),
@@ -548,39 +456,15 @@ pub fn create_archive_cached(
     // Validate parameters before touching anything.
     Chunker::new(&opts.chunker_params, key.chunk_seed())?;
     let start_wall = Utc::now().naive_utc();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
 
-    let mut known: HashMap<ObjectId, Option<(u64, u64)>> = HashMap::new();
-    if let Some(c) = cache.as_deref() {
-        known.extend(
-            c.chunks
-                .iter()
-                .filter(|(_, e)| e.refcount > 0)
-                .map(|(id, e)| (id, Some((u64::from(e.size), u64::from(e.csize))))),
-        );
-    } else if !opts.dry_run {
-        let mut marker: Option<ObjectId> = None;
-        loop {
-            let page = repository.list(Some(LIST_PAGE), marker.as_ref())?;
-            let Some(last) = page.last().copied() else {
-                break;
-            };
-            known.extend(page.into_iter().map(|id| (id, None)));
-            marker = Some(last);
-        }
-        known.remove(&MANIFEST_ID);
-    }
-    let manifest_nonce = match repository.get(&MANIFEST_ID) {
-        Ok(old) => key.nonce_after_manifest(&old).unwrap_or(0),
-        Err(rborg_repository::Error::ObjectNotFound { .. }) => 0,
-        Err(e) => return Err(e.into()),
+    let known = match cache.as_deref() {
+        Some(c) => KnownChunks::from_cache(c),
+        None if !opts.dry_run => KnownChunks::from_repository(&mut *repository)?,
+        None => KnownChunks::default(),
     };
-
-    let compressor = opts.compression.compressor();
-    let nonce_file_for_manifest = nonce_file.clone();
-    let repo = Mutex::new(repository);
-    let known = RwLock::new(known);
-    let refs = Mutex::new(HashMap::new());
+    let store =
+        ChunkStore::with_known(repository, key, opts.compression.clone(), nonce_file, known)?;
     let files_mode = opts.files_cache_mode.clone();
     let files = cache
         .as_deref_mut()
@@ -590,32 +474,39 @@ pub fn create_archive_cached(
     let cwd = std::env::current_dir()
         .map(|d| d.into_os_string().into_vec())
         .unwrap_or_default();
-    let nonces = Mutex::new(NonceManager::new(
-        SharedNonces(&repo),
-        nonce_file,
-        manifest_nonce,
-    ));
-    let store = Store {
-        repo: &repo,
-        nonces: &nonces,
-        key,
-        compressor: &compressor,
-        known: &known,
-        refs: &refs,
+    let halt = AtomicBool::new(false);
+    let mut archive = Building {
+        name,
+        checkpoint_name: checkpoint_name(manifest, name),
+        info: ArchiveInfo {
+            comment: opts.comment.clone(),
+            timestamp: opts.timestamp,
+            time_end: None,
+            cmdline: opts.cmdline.clone(),
+            hostname: opts.hostname.clone(),
+            username: opts.username.clone(),
+            chunker_params: opts.chunker_params,
+            extra: Vec::new(),
+        },
+        manifest,
+        cache,
         files: files.as_ref(),
+        items: ItemBuffer::new(key)?,
+        started,
+        interval: opts.checkpoint_interval.filter(|_| !opts.dry_run),
+        interrupt: opts.interrupt.as_deref(),
+        interrupt_done: false,
+        halt: &halt,
+        last_checkpoint: Instant::now(),
+        part: PartState::default(),
     };
     let mut stats = Stats::default();
-    let mut items = ItemBuffer {
-        buffer: Vec::new(),
-        chunker: Chunker::new(&ChunkerParams::ITEMS, key.chunk_seed())?,
-        chunks: Vec::new(),
-    };
     let threads = opts.threads.max(1);
     let mut counters = (0u64, 0u64, 0u64); // warnings, dedup chunks, stored chunks
 
     let (job_tx, job_rx) = sync_channel::<Job>(2 * threads);
     let job_rx = Mutex::new(job_rx);
-    std::thread::scope(|scope| -> CreateResult<()> {
+    let outcome = std::thread::scope(|scope| -> CreateResult<Outcome> {
         let (event_tx, event_rx) = sync_channel::<Event>(4 * threads + 8);
         let job_tx = job_tx;
         for _ in 0..threads {
@@ -625,9 +516,10 @@ pub fn create_archive_cached(
         }
         let seed = key.chunk_seed();
         let files_ref = files.as_ref();
-        let known_ref = &known;
+        let known_ref = store.known();
         let files_mode = files_mode.as_str();
         let cwd = cwd.as_slice();
+        let halt = &halt;
         scope.spawn(move || {
             let mut walker = Walker {
                 opts,
@@ -646,18 +538,22 @@ pub fn create_archive_cached(
                     mode: files_mode,
                     cwd,
                 }),
+                halt,
             };
             walker.run(sources);
         });
-        consume(
+        let outcome = consume(
             event_rx,
             &store,
-            &mut items,
+            &mut archive,
             &mut stats,
             reporter,
             opts,
             &mut counters,
-        )
+        );
+        // whatever happened, the walker must not start anything new
+        halt.store(true, Ordering::SeqCst);
+        outcome
     })?;
 
     if opts.dry_run {
@@ -673,98 +569,266 @@ pub fn create_archive_cached(
             chunks_stored: 0,
         });
     }
-
-    items.flush(true, &store, &mut stats)?;
-    let duration = chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
-    let (start, end) = match opts.timestamp {
-        Some(t) => (t, t + duration),
-        None => {
-            let end = Utc::now().naive_utc();
-            (end - duration, end)
-        }
-    };
-    let s = text;
-    let params = std::iter::once(s(opts.chunker_params.algorithm()))
-        .chain(opts.chunker_params.numbers().into_iter().map(Value::from))
-        .collect();
-    let meta = Value::Map(vec![
-        (s("version"), Value::from(1)),
-        (s("name"), s(name)),
-        (s("comment"), s(&opts.comment)),
-        (
-            s("items"),
-            Value::Array(
-                items
-                    .chunks
-                    .iter()
-                    .map(|id| Value::Binary(id.to_vec()))
-                    .collect(),
-            ),
-        ),
-        (
-            s("cmdline"),
-            Value::Array(opts.cmdline.iter().map(|a| text(a)).collect()),
-        ),
-        (s("hostname"), s(&opts.hostname)),
-        (s("username"), s(&opts.username)),
-        (s("time"), s(&start.format(ISO_FORMAT).to_string())),
-        (s("time_end"), s(&end.format(ISO_FORMAT).to_string())),
-        (s("chunker_params"), Value::Array(params)),
-        (s("size"), Value::from(stats.osize)),
-        (s("csize"), Value::from(stats.csize)),
-        (s("nfiles"), Value::from(stats.nfiles)),
-        (s("size_parts"), Value::from(0)),
-        (s("csize_parts"), Value::from(0)),
-        (s("nfiles_parts"), Value::from(0)),
-    ]);
-    let data = rborg_crypto::pack_and_authenticate(key, &meta, TamContext::Archive)?;
-    let id = key.id_hash(&data);
-    let (entry, new) = store.add_chunk(id, data.len() as u64, None, Some(&data))?;
-    // borg counts the metadata object in the statistics it prints (after storing it)
-    stats.update(entry.size, entry.csize, new);
-    let mut repository = repo.lock().map_err(lock_err)?;
-    manifest.archives.insert(
-        name.to_string(),
-        ArchiveEntry {
-            id,
-            time: start.format(ISO_FORMAT).to_string(),
-        },
-    );
-    // the manifest writer continues in the nonce space reserved through the same file
-    manifest.write(&mut **repository, key, nonce_file_for_manifest)?;
-    repository.commit(false, rborg_repository::DEFAULT_COMPACT_THRESHOLD)?;
-    if let Some(c) = cache {
-        // borg's cache.commit() after the repository commit: this run's references
-        // join the chunks cache, the files cache is written back
-        let refs = refs.into_inner().map_err(lock_err)?;
-        for (id, (n, size, csize)) in refs {
-            c.add_refs(&id, n, size, csize)?;
-        }
-        if let Some(f) = files {
-            c.files = Some(f.into_inner().map_err(lock_err)?);
-        }
-        c.begin()?;
-        c.commit(manifest, key)?;
+    // borg's do_create: after a SIGINT the archive is not saved ("it is valid, but
+    // incomplete"); the checkpoint, if one was written, keeps what was stored
+    if outcome == Outcome::Interrupted || archive.interrupted() {
+        return Err(CreateError::Interrupted);
     }
+    let saved = archive.save(&store, false, &stats)?;
+    // the files cache goes back to its owner
+    if let (Some(c), Some(f)) = (archive.cache.take(), archive.files) {
+        c.files = Some(std::mem::take(&mut *f.lock().map_err(lock_err)?));
+    }
+    // borg counts the metadata object in the statistics it prints (after storing it)
+    let mut stats = saved.stats;
+    stats.update(saved.entry.size, saved.entry.csize, saved.new);
     Ok(Created {
-        id,
+        id: saved.entry.id,
         name: name.to_string(),
-        start,
-        end,
+        start: saved.start,
+        end: saved.end,
         stats,
-        metadata_csize: entry.csize,
+        metadata_csize: saved.entry.csize,
         warnings: counters.0,
         chunks_deduplicated: counters.1,
         chunks_stored: counters.2,
     })
 }
 
-fn text(v: &str) -> Value {
-    Value::from(v)
+/// borg's `Archive.__init__`: the first of `NAME.checkpoint`, `NAME.checkpoint.1`, ... that
+/// is not in the manifest (a checkpoint left by an interrupted run is kept).
+fn checkpoint_name(manifest: &Manifest, name: &str) -> String {
+    (0u64..)
+        .map(|i| match i {
+            0 => format!("{name}.checkpoint"),
+            _ => format!("{name}.checkpoint.{i}"),
+        })
+        .find(|n| !manifest.archives.contains_key(n))
+        .unwrap_or_default()
+}
+
+/// How the storing side ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Everything the walker sent was stored.
+    Complete,
+    /// Stopped after the checkpoint an interrupt asked for.
+    Interrupted,
+}
+
+/// The part-file state of the file being read (borg's `process_file_chunks` locals).
+#[derive(Default)]
+struct PartState {
+    /// The file's item as it is before its content (path, stat attributes, hardlink
+    /// master flag): what a part item is made from. `None` between files.
+    template: Option<Box<Item>>,
+    /// Index of the first chunk not in a part item yet (borg's `from_chunk`).
+    from_chunk: usize,
+    /// Part items written for this file (borg's `part_number - 1`).
+    parts: u64,
+}
+
+/// An archive metadata object that was saved.
+struct Saved {
+    entry: ChunkListEntry,
+    new: bool,
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    /// The statistics recorded in the metadata.
+    stats: Stats,
+}
+
+/// The archive being built on the storing side (borg 1.2's `Archive` in create mode and the
+/// checkpoint half of `ChunksProcessor`).
+struct Building<'c> {
+    name: &'c str,
+    /// borg's `Archive.checkpoint_name`.
+    checkpoint_name: String,
+    info: ArchiveInfo,
+    manifest: &'c mut Manifest,
+    cache: Option<&'c mut LocalCache>,
+    /// The files cache, shared with the walker.
+    files: Option<&'c Mutex<FilesCache>>,
+    items: ItemBuffer,
+    started: Instant,
+    /// `--checkpoint-interval`; `None`: only on interrupt.
+    interval: Option<Duration>,
+    /// borg's `sig_int`.
+    interrupt: Option<&'c AtomicBool>,
+    /// borg's `sig_int.action_done()`: the interrupt's checkpoint was written.
+    interrupt_done: bool,
+    /// Tells the walker to start no new entry (borg's `_rec_walk` checks `action_done`).
+    halt: &'c AtomicBool,
+    /// borg's `ChunksProcessor.last_checkpoint`.
+    last_checkpoint: Instant,
+    part: PartState,
+}
+
+impl Building<'_> {
+    /// Whether the interrupt flag was raised (borg: `bool(sig_int)`).
+    fn interrupted(&self) -> bool {
+        self.interrupt.is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// borg's `maybe_checkpoint` condition: an interrupt not acted on yet, or more than the
+    /// interval since the last checkpoint.
+    fn checkpoint_due(&self) -> bool {
+        (self.interrupted() && !self.interrupt_done)
+            || self
+                .interval
+                .is_some_and(|i| !i.is_zero() && self.last_checkpoint.elapsed() > i)
+    }
+
+    /// borg's `ChunksProcessor.write_part_file` + `maybe_checkpoint`: the chunks of the file
+    /// being read since its last part become part item `PATH.borg_part_N`, then a checkpoint
+    /// is written.
+    fn write_part_file(
+        &mut self,
+        store: &ChunkStore,
+        chunks: &[ChunkListEntry],
+    ) -> CreateResult<()> {
+        let Some(template) = self.part.template.as_deref() else {
+            return Ok(());
+        };
+        let number = self.part.parts + 1;
+        let mut item = template.clone();
+        let new_chunks = chunks.get(self.part.from_chunk..).unwrap_or_default();
+        item.path
+            .extend_from_slice(format!(".borg_part_{number}").as_bytes());
+        item.size = Some(new_chunks.iter().map(|c| c.size).sum());
+        item.chunks = Some(new_chunks.to_vec());
+        item.part = Some(number);
+        self.items.add(&item, store)?;
+        self.write_checkpoint(store)?;
+        self.part.from_chunk = chunks.len();
+        self.part.parts = number;
+        self.last_checkpoint = Instant::now();
+        if self.interrupted() && !self.interrupt_done {
+            self.interrupt_done = true;
+            self.halt.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// borg's `Archive.write_checkpoint`: save as the checkpoint name (committed), then
+    /// forget it again: out of the in-memory manifest and its metadata object deleted, both
+    /// to be committed with the next save.
+    fn write_checkpoint(&mut self, store: &ChunkStore) -> CreateResult<()> {
+        let saved = self.save(store, true, &Stats::default())?;
+        self.manifest.archives.remove(&self.checkpoint_name);
+        let id = saved.entry.id;
+        // borg's cache.chunk_decref(self.id): the object goes when no reference is left
+        let unreferenced = match self.cache.as_deref_mut() {
+            Some(c) => {
+                c.begin()?;
+                let left = c
+                    .chunks
+                    .decref(&id)
+                    .map_err(|e| crate::cache::CacheError::Corrupt(e.to_string()))?;
+                let gone = left.is_some_and(|e| e.refcount == 0);
+                if gone {
+                    c.chunks.remove(&id);
+                }
+                gone
+            }
+            None => saved.new,
+        };
+        if unreferenced {
+            store.delete(&id)?;
+        }
+        Ok(())
+    }
+
+    /// borg's `Archive.save` (+ `cache.commit`): flushes the item stream, stores the
+    /// metadata object, adds it to the manifest, writes the manifest, commits the
+    /// repository and then the client cache with this run's references so far (and the
+    /// files cache), so an interruption after any save leaves repository and cache in step.
+    ///
+    /// The statistics recorded are borg's `Archive.stats` at that moment. For a checkpoint
+    /// that is the item stream only, this flush included (borg adds the files' statistics
+    /// only at the end). For the archive it is `content` plus the item stream *without* this
+    /// last flush: borg's `archive.stats += fso.stats` makes a new object while the item
+    /// buffer keeps updating the old one, so `borg info` and `create --stats` of a borg 1.2
+    /// archive leave the last item chunk out; rborg records the same numbers.
+    fn save(
+        &mut self,
+        store: &ChunkStore,
+        checkpoint: bool,
+        content: &Stats,
+    ) -> CreateResult<Saved> {
+        let before_flush = self.items.stats;
+        self.items.flush(true, store)?;
+        let item_stats = if checkpoint {
+            self.items.stats
+        } else {
+            before_flush
+        };
+        let (name, info) = if checkpoint {
+            let info = ArchiveInfo {
+                comment: String::new(),
+                timestamp: None,
+                ..self.info.clone()
+            };
+            (self.checkpoint_name.clone(), info)
+        } else {
+            (self.name.to_string(), self.info.clone())
+        };
+        if self.manifest.archives.contains_key(&name) {
+            return Err(CreateError::AlreadyExists(name));
+        }
+        let stats = *content + item_stats;
+        let (start, end) = archive_times(self.started, info.timestamp, None);
+        let meta = archive_metadata(&name, &info, &self.items.chunks, start, end, &stats);
+        let data = rborg_crypto::pack_and_authenticate(store.key(), &meta, TamContext::Archive)?;
+        let (entry, new) = store.add_data(&data)?;
+        self.manifest.archives.insert(
+            name,
+            ArchiveEntry {
+                id: entry.id,
+                time: start.format(ISO_FORMAT).to_string(),
+            },
+        );
+        store.commit_manifest(self.manifest)?;
+        self.commit_cache(store)?;
+        Ok(Saved {
+            entry,
+            new,
+            start,
+            end,
+            stats,
+        })
+    }
+
+    /// borg's `cache.commit()` after the repository commit: the references added since the
+    /// last commit join the chunks cache and the files cache is written back.
+    fn commit_cache(&mut self, store: &ChunkStore) -> CreateResult<()> {
+        let refs = store.take_refs()?;
+        let Some(c) = self.cache.as_deref_mut() else {
+            return Ok(());
+        };
+        for (id, (n, size, csize)) in refs {
+            c.add_refs(&id, n, size, csize)?;
+        }
+        // the walker shares the files cache: lend it to the cache for writing, then take it
+        // back (the walker waits for the lock meanwhile)
+        let mut files = match self.files {
+            Some(f) => Some(f.lock().map_err(lock_err)?),
+            None => None,
+        };
+        if let Some(f) = files.as_deref_mut() {
+            c.files = Some(std::mem::take(f));
+        }
+        c.begin()?;
+        let committed = c.commit(self.manifest, store.key());
+        if let (Some(f), Some(back)) = (files.as_deref_mut(), c.files.take()) {
+            *f = back;
+        }
+        Ok(committed?)
+    }
 }
 
 /// A worker: ID hash, then (unless the chunk is known) compression and encryption.
-fn worker(jobs: &Mutex<Receiver<Job>>, store: &Store) {
+fn worker(jobs: &Mutex<Receiver<Job>>, store: &ChunkStore) {
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -773,12 +837,8 @@ fn worker(jobs: &Mutex<Receiver<Job>>, store: &Store) {
                 Err(_) => return,
             }
         };
-        let id = store.key.id_hash(&job.data);
-        let known = store
-            .known
-            .read()
-            .map(|k| k.contains_key(&id))
-            .unwrap_or(false);
+        let id = store.key().id_hash(&job.data);
+        let known = store.known().contains(&id);
         let result = if known {
             Ok(None)
         } else {
@@ -792,21 +852,28 @@ fn worker(jobs: &Mutex<Receiver<Job>>, store: &Store) {
     }
 }
 
-/// The storing side: takes the walker's events in order, stores chunks and items.
+/// The storing side: takes the walker's events in order, stores chunks and items, and
+/// writes checkpoints when they are due.
 fn consume(
     events: Receiver<Event>,
-    store: &Store,
-    items: &mut ItemBuffer,
+    store: &ChunkStore,
+    archive: &mut Building,
     stats: &mut Stats,
     reporter: &mut dyn Reporter,
     opts: &CreateOptions,
     counters: &mut (u64, u64, u64),
-) -> CreateResult<()> {
+) -> CreateResult<Outcome> {
     let mut pending: Vec<ChunkListEntry> = Vec::new();
     let mut last_ids: Vec<ObjectId> = Vec::new();
     let mut file_stats = Stats::default();
     for event in events {
         match event {
+            Event::FileStart(item) => {
+                archive.part = PartState {
+                    template: Some(item),
+                    ..PartState::default()
+                };
+            }
             Event::Chunk(rx) => {
                 let processed = rx
                     .recv()
@@ -820,6 +887,9 @@ fn consume(
                 }
                 file_stats.update(entry.size, entry.csize, new);
                 pending.push(entry);
+                if archive.checkpoint_due() {
+                    archive.write_part_file(store, &pending)?;
+                }
             }
             Event::Item {
                 mut item,
@@ -846,21 +916,35 @@ fn consume(
                 }
                 if has_content {
                     let chunks = std::mem::take(&mut pending);
+                    if archive.part.parts > 0 {
+                        // the rest of a file that has parts goes into a last part, so the
+                        // parts concatenate to the whole file
+                        if chunks.len() > archive.part.from_chunk {
+                            archive.write_part_file(store, &chunks)?;
+                        }
+                        // the complete item references every chunk once more
+                        for c in &chunks {
+                            store.add_ref(c.id, c.size, c.csize)?;
+                            file_stats.update_parts(c.size, c.csize);
+                        }
+                        file_stats.nfiles_parts += archive.part.parts;
+                    }
+                    archive.part = PartState::default();
                     last_ids = chunks.iter().map(|c| c.id).collect();
                     item.size = Some(chunks.iter().map(|c| c.size).sum());
                     item.chunks = Some(chunks);
-                    stats.osize += file_stats.osize;
-                    stats.csize += file_stats.csize;
-                    stats.usize += file_stats.usize;
+                    *stats = *stats + file_stats;
                     file_stats = Stats::default();
                 }
-                items.add(&item, store, stats)?;
-                reporter.progress(stats, &item.path);
+                archive.items.add(&item, store)?;
+                reporter.progress(&(*stats + archive.items.stats), &item.path);
             }
             Event::Status(st, path) => reporter.status(st, &path),
             Event::DiscardChunks => {
+                // borg: the read error ends process_file_chunks; parts already written stay
                 pending.clear();
                 file_stats = Stats::default();
+                archive.part = PartState::default();
             }
             Event::CachedChunks(ids) => {
                 for id in ids {
@@ -873,7 +957,7 @@ fn consume(
                 }
             }
             Event::Memorize(path_hash, st) => {
-                if let Some(f) = store.files {
+                if let Some(f) = archive.files {
                     let ids = std::mem::take(&mut last_ids);
                     f.lock().map_err(lock_err)?.memorize(
                         path_hash,
@@ -889,8 +973,13 @@ fn consume(
             }
             Event::Fatal(e) => return Err(e),
         }
+        // after the interrupt's checkpoint, the file being read is finished and then the
+        // run stops (borg's `_rec_walk` returns once `sig_int.action_done()`)
+        if archive.interrupt_done && archive.part.template.is_none() {
+            return Ok(Outcome::Interrupted);
+        }
     }
-    Ok(())
+    Ok(Outcome::Complete)
 }
 
 /// The walking and reading side (borg's `_rec_walk` and `FilesystemObjectProcessors`).
@@ -907,13 +996,15 @@ struct Walker<'o> {
     seed: i32,
     /// The files cache, when there is one and it is not disabled.
     files_cache: Option<FilesCacheUse<'o>>,
+    /// Set by the storing side after an interrupt's checkpoint: start no new entry.
+    halt: &'o AtomicBool,
 }
 
 /// What the walker needs to consult the files cache (borg's `file_known_and_unchanged`
 /// and `seen_chunk`).
 struct FilesCacheUse<'o> {
     files: &'o Mutex<FilesCache>,
-    known: &'o RwLock<HashMap<ObjectId, Option<(u64, u64)>>>,
+    known: &'o KnownChunks,
     key: &'o Key,
     mode: &'o str,
     cwd: &'o [u8],
@@ -937,6 +1028,15 @@ impl Walker<'_> {
         self.events.send(e).map_err(|_| Stop)
     }
 
+    /// borg's `_rec_walk`/`do_create` loop after a SIGINT checkpoint: "get out of here".
+    fn halted(&self) -> Step {
+        if self.halt.load(Ordering::SeqCst) {
+            Err(Stop)
+        } else {
+            Ok(())
+        }
+    }
+
     fn run(&mut self, sources: Vec<Source>) {
         for p in &self.opts.skip_paths {
             if let Ok(md) = std::fs::symlink_metadata(p) {
@@ -952,6 +1052,9 @@ impl Walker<'_> {
         };
         self.chunker = Some(chunker);
         for source in sources {
+            if self.halted().is_err() {
+                return;
+            }
             let r = match source {
                 Source::Path(p) => {
                     let path = normpath_bytes(p.as_os_str().as_bytes());
@@ -1015,6 +1118,7 @@ impl Walker<'_> {
     /// when its rule allows recursion and it is a directory, walked without being stored, so
     /// included paths below it are found.
     fn walk(&mut self, path: &[u8], restrict_dev: Option<u64>) -> Step {
+        self.halted()?;
         let decision = self.opts.patterns.decide(path);
         if !decision.included {
             self.send(Event::Status('x', path.to_vec()))?;
@@ -1307,6 +1411,7 @@ impl Walker<'_> {
                 memorize = None;
                 self.send(Event::CachedChunks(ids))?;
             } else {
+                self.send(Event::FileStart(Box::new(item.clone())))?;
                 if let Err(msg) = self.read_content(&file) {
                     match msg {
                         ReadFailure::Stop => return Err(Stop),
@@ -1409,6 +1514,7 @@ impl Walker<'_> {
         item.mtime = Some(now);
         item.atime = Some(now);
         item.ctime = Some(now);
+        self.send(Event::FileStart(Box::new(item.clone())))?;
         match self.read_content(reader) {
             Ok(()) => {}
             Err(ReadFailure::Stop) => return Err(Stop),
@@ -1553,10 +1659,7 @@ impl FilesCacheUse<'_> {
             Lookup::Unknown => ('A', None),
             Lookup::Changed => ('M', None),
             Lookup::Unchanged(ids) => {
-                let all_known = self
-                    .known
-                    .read()
-                    .is_ok_and(|k| ids.iter().all(|id| matches!(k.get(id), Some(Some(_)))));
+                let all_known = ids.iter().all(|id| self.known.sizes(id).is_some());
                 if all_known {
                     ('U', Some(ids))
                 } else {

@@ -53,15 +53,17 @@ fn lock_err<T>(_: T) -> CreateError {
     CreateError::Internal("lock poisoned".into())
 }
 
-/// The deduplication seam: which objects the repository already holds, and their stored
-/// size when known (borg's chunks cache `ChunkIndex`, here without reference counts).
+/// The deduplication seam: which objects the repository already holds, and their plaintext
+/// and stored sizes when known (borg's chunks cache `ChunkIndex`, here without reference
+/// counts; the references a run adds are counted by [`ChunkStore`]).
 ///
-/// Today it is filled from `Repository::list` and the stored size of a chunk that existed
-/// before this run is read from the repository on first use; a client-side chunks cache
-/// replaces the inside of this type without touching its users.
+/// Filled from a synchronised client chunks cache ([`KnownChunks::from_cache`]) or, without
+/// one (borg's `AdHocCache`), from `Repository::list`; then the stored size of a chunk that
+/// existed before this run is read from the repository on first use.
 #[derive(Debug, Default)]
 pub struct KnownChunks {
-    map: RwLock<HashMap<ObjectId, Option<u64>>>,
+    /// `Some((size, csize))` when known, `None` when only the ID is.
+    map: RwLock<HashMap<ObjectId, Option<(u64, u64)>>>,
 }
 
 impl KnownChunks {
@@ -92,7 +94,7 @@ impl KnownChunks {
             .chunks
             .iter()
             .filter(|(_, e)| e.refcount > 0)
-            .map(|(id, e)| (id, Some(u64::from(e.csize))))
+            .map(|(id, e)| (id, Some((u64::from(e.size), u64::from(e.csize)))))
             .collect();
         KnownChunks {
             map: RwLock::new(map),
@@ -106,12 +108,32 @@ impl KnownChunks {
 
     /// `None`: unknown; `Some(None)`: stored, size not known yet; `Some(Some(csize))`.
     pub fn get(&self, id: &ObjectId) -> CreateResult<Option<Option<u64>>> {
-        Ok(self.map.read().map_err(lock_err)?.get(id).copied())
+        Ok(self
+            .map
+            .read()
+            .map_err(lock_err)?
+            .get(id)
+            .map(|s| s.map(|(_, csize)| csize)))
     }
 
-    /// Records that `id` is stored with stored size `csize`.
-    pub fn insert(&self, id: ObjectId, csize: u64) -> CreateResult<()> {
-        self.map.write().map_err(lock_err)?.insert(id, Some(csize));
+    /// `(size, csize)` of `id` when both are known (a chunk of the chunks cache, or one
+    /// stored or looked up in this run): what a reference to it needs without reading it.
+    pub fn sizes(&self, id: &ObjectId) -> Option<(u64, u64)> {
+        self.map.read().ok()?.get(id).copied().flatten()
+    }
+
+    /// Records that `id` is stored with plaintext size `size` and stored size `csize`.
+    pub fn insert(&self, id: ObjectId, size: u64, csize: u64) -> CreateResult<()> {
+        self.map
+            .write()
+            .map_err(lock_err)?
+            .insert(id, Some((size, csize)));
+        Ok(())
+    }
+
+    /// Forgets `id` (it was deleted).
+    pub(crate) fn remove(&self, id: &ObjectId) -> CreateResult<()> {
+        self.map.write().map_err(lock_err)?.remove(id);
         Ok(())
     }
 }
@@ -155,6 +177,9 @@ pub struct ChunkStore<'k, 'r> {
     compressor: Compressor,
     known: KnownChunks,
     nonce_file: PathBuf,
+    /// References added since [`ChunkStore::take_refs`], per object: (count, size, csize),
+    /// for the client chunks cache (borg's `chunk_incref`/`chunks.add`).
+    refs: Mutex<HashMap<ObjectId, (u32, u64, u64)>>,
 }
 
 impl<'k, 'r> ChunkStore<'k, 'r> {
@@ -197,6 +222,7 @@ impl<'k, 'r> ChunkStore<'k, 'r> {
             compressor: compression.compressor(),
             known,
             nonce_file,
+            refs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -224,8 +250,9 @@ impl<'k, 'r> ChunkStore<'k, 'r> {
     }
 
     /// borg's `cache.add_chunk`: stores the chunk `id` unless it is known; returns its chunk
-    /// list entry and whether it was new. `envelope` is the already encrypted object (from a
-    /// pipeline worker); without it `plain` is compressed and encrypted here.
+    /// list entry and whether it was new, and counts the reference. `envelope` is the already
+    /// encrypted object (from a pipeline worker); without it `plain` is compressed and
+    /// encrypted here.
     pub fn add_chunk(
         &self,
         id: ObjectId,
@@ -238,10 +265,11 @@ impl<'k, 'r> ChunkStore<'k, 'r> {
                 Some(c) => c,
                 None => {
                     let c = self.repository()?.get(&id)?.len() as u64;
-                    self.known.insert(id, c)?;
+                    self.known.insert(id, size, c)?;
                     c
                 }
             };
+            self.add_ref(id, size, csize)?;
             return Ok((ChunkListEntry { id, size, csize }, false));
         }
         let envelope = match (envelope, plain) {
@@ -255,8 +283,37 @@ impl<'k, 'r> ChunkStore<'k, 'r> {
         };
         let csize = envelope.len() as u64;
         self.repository()?.put(&id, &envelope)?;
-        self.known.insert(id, csize)?;
+        self.known.insert(id, size, csize)?;
+        self.add_ref(id, size, csize)?;
         Ok((ChunkListEntry { id, size, csize }, true))
+    }
+
+    /// Counts one more reference to `id` (borg's `chunk_incref`).
+    pub(crate) fn add_ref(&self, id: ObjectId, size: u64, csize: u64) -> CreateResult<()> {
+        let mut refs = self.refs.lock().map_err(lock_err)?;
+        refs.entry(id).or_insert((0, size, csize)).0 += 1;
+        Ok(())
+    }
+
+    /// The chunk list entry of a chunk whose sizes are known (an unchanged file's chunk from
+    /// the files cache), counting the reference; `None` if they are not.
+    pub(crate) fn cached_chunk(&self, id: ObjectId) -> CreateResult<Option<ChunkListEntry>> {
+        let Some((size, csize)) = self.known.sizes(&id) else {
+            return Ok(None);
+        };
+        self.add_ref(id, size, csize)?;
+        Ok(Some(ChunkListEntry { id, size, csize }))
+    }
+
+    /// The references counted since the last call: (count, size, csize) per object.
+    pub(crate) fn take_refs(&self) -> CreateResult<HashMap<ObjectId, (u32, u64, u64)>> {
+        Ok(std::mem::take(&mut *self.refs.lock().map_err(lock_err)?))
+    }
+
+    /// Deletes the object `id` (not committed) and forgets it.
+    pub(crate) fn delete(&self, id: &ObjectId) -> CreateResult<()> {
+        self.repository()?.delete(id)?;
+        self.known.remove(id)
     }
 
     /// Stores `data` (ID computed with the key) and returns its entry and whether it was new.
@@ -271,8 +328,18 @@ impl<'k, 'r> ChunkStore<'k, 'r> {
         let envelope = self.encrypt(data)?;
         let csize = envelope.len() as u64;
         self.repository()?.put(&id, &envelope)?;
-        self.known.insert(id, csize)?;
+        self.known.insert(id, data.len() as u64, csize)?;
         Ok(csize)
+    }
+
+    /// Writes `manifest` (continuing in this session's nonce space) and commits the
+    /// repository, keeping the session open (borg's `manifest.write();
+    /// repository.commit()` inside `Archive.save`, e.g. for a checkpoint).
+    pub fn commit_manifest(&self, manifest: &mut Manifest) -> CreateResult<()> {
+        let mut repository = self.repository()?;
+        manifest.write(&mut **repository, self.key, self.nonce_file.clone())?;
+        repository.commit(false, rborg_repository::DEFAULT_COMPACT_THRESHOLD)?;
+        Ok(())
     }
 
     /// Writes `manifest` (continuing in this session's nonce space) and commits the
@@ -299,33 +366,34 @@ impl<'k, 'r> ChunkStore<'k, 'r> {
 pub(crate) struct ItemBuffer {
     buffer: Vec<u8>,
     chunker: Chunker,
-    chunks: Vec<ObjectId>,
+    /// The item stream's chunks stored so far (the archive metadata's `items`).
+    pub(crate) chunks: Vec<ObjectId>,
+    /// What storing the item stream added (borg's `CacheChunkBuffer` updates the
+    /// `Archive.stats` it was given).
+    pub(crate) stats: Stats,
 }
 
 impl ItemBuffer {
-    fn new(key: &Key) -> CreateResult<Self> {
+    pub(crate) fn new(key: &Key) -> CreateResult<Self> {
         Ok(ItemBuffer {
             buffer: Vec::new(),
             chunker: Chunker::new(&ChunkerParams::ITEMS, key.chunk_seed())?,
             chunks: Vec::new(),
+            stats: Stats::default(),
         })
     }
 
-    pub(crate) fn add(
-        &mut self,
-        item: &Item,
-        store: &ChunkStore,
-        stats: &mut Stats,
-    ) -> CreateResult<()> {
+    /// Packs `item`; stores the complete chunks once the buffer is large.
+    pub(crate) fn add(&mut self, item: &Item, store: &ChunkStore) -> CreateResult<()> {
         msgpack::pack_into(&item.to_value(), &mut self.buffer);
         if self.buffer.len() > ITEM_BUFFER_SIZE {
-            self.flush(false, store, stats)?;
+            self.flush(false, store)?;
         }
         Ok(())
     }
 
     /// Stores all complete chunks of the buffer; with `all`, the last one as well.
-    fn flush(&mut self, all: bool, store: &ChunkStore, stats: &mut Stats) -> CreateResult<()> {
+    pub(crate) fn flush(&mut self, all: bool, store: &ChunkStore) -> CreateResult<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -343,7 +411,7 @@ impl ItemBuffer {
         };
         for &(off, len) in &pieces[..store_count] {
             let (entry, new) = store.add_data(&buffer[off..off + len])?;
-            stats.update(entry.size, entry.csize, new);
+            self.stats.update(entry.size, entry.csize, new);
             self.chunks.push(entry.id);
         }
         if keep_last {
@@ -379,10 +447,75 @@ pub struct ArchiveInfo {
     pub extra: Vec<(String, Value)>,
 }
 
+/// The start and end time `Archive.save` records: with a `timestamp` (`--timestamp`) the
+/// start is that and the end is it plus the run's duration (or `time_end` when given);
+/// otherwise the end is now and the start is now minus the duration (borg 1.2
+/// `archive.py` `Archive.save`).
+pub(crate) fn archive_times(
+    started: std::time::Instant,
+    timestamp: Option<NaiveDateTime>,
+    time_end: Option<NaiveDateTime>,
+) -> (NaiveDateTime, NaiveDateTime) {
+    let duration = chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+    match (timestamp, time_end) {
+        (Some(t), Some(e)) => (t, e),
+        (Some(t), None) => (t, t + duration),
+        (None, _) => {
+            let end = Utc::now().naive_utc();
+            (end - duration, end)
+        }
+    }
+}
+
+/// The archive metadata dict of borg 1.2's `Archive.save`, in its key order: `version`,
+/// `name`, `comment`, `items` (the item stream's chunk IDs), `cmdline`, `hostname`,
+/// `username`, `time`, `time_end`, `chunker_params`, the statistics (`size`, `csize`,
+/// `nfiles`, `size_parts`, `csize_parts`, `nfiles_parts`), then `info.extra`.
+pub(crate) fn archive_metadata(
+    name: &str,
+    info: &ArchiveInfo,
+    items: &[ObjectId],
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    stats: &Stats,
+) -> Value {
+    let s = |v: &str| Value::from(v);
+    let params = std::iter::once(s(info.chunker_params.algorithm()))
+        .chain(info.chunker_params.numbers().into_iter().map(Value::from))
+        .collect();
+    let mut meta = vec![
+        (s("version"), Value::from(1)),
+        (s("name"), s(name)),
+        (s("comment"), s(&info.comment)),
+        (
+            s("items"),
+            Value::Array(items.iter().map(|id| Value::Binary(id.to_vec())).collect()),
+        ),
+        (
+            s("cmdline"),
+            Value::Array(info.cmdline.iter().map(|a| s(a)).collect()),
+        ),
+        (s("hostname"), s(&info.hostname)),
+        (s("username"), s(&info.username)),
+        (s("time"), s(&start.format(ISO_FORMAT).to_string())),
+        (s("time_end"), s(&end.format(ISO_FORMAT).to_string())),
+        (s("chunker_params"), Value::Array(params)),
+        (s("size"), Value::from(stats.osize)),
+        (s("csize"), Value::from(stats.csize)),
+        (s("nfiles"), Value::from(stats.nfiles)),
+        (s("size_parts"), Value::from(stats.osize_parts)),
+        (s("csize_parts"), Value::from(stats.csize_parts)),
+        (s("nfiles_parts"), Value::from(stats.nfiles_parts)),
+    ];
+    meta.extend(info.extra.iter().map(|(k, v)| (s(k), v.clone())));
+    Value::Map(meta)
+}
+
 /// Builds one archive through a [`ChunkStore`] (borg's `Archive` in write mode).
 pub struct ArchiveWriter {
     pub(crate) items: ItemBuffer,
-    /// The archive's statistics so far.
+    /// The archive's content statistics so far (the item stream's are added at
+    /// [`ArchiveWriter::finish`]).
     pub stats: Stats,
     /// Warnings reported while writing (counted into [`Created::warnings`]).
     pub warnings: u64,
@@ -469,7 +602,7 @@ impl ArchiveWriter {
     /// Appends `item` to the item stream (borg's `Archive.add_item`); a regular file that is
     /// not a hardlink slave counts into `nfiles` when `counts_as_file`.
     pub fn add_item(&mut self, store: &ChunkStore, item: &Item) -> CreateResult<()> {
-        self.items.add(item, store, &mut self.stats)
+        self.items.add(item, store)
     }
 
     /// Stores the rest of the item stream and the archive metadata object (with its TAM) and
@@ -485,57 +618,11 @@ impl ArchiveWriter {
         if manifest.archives.contains_key(name) {
             return Err(CreateError::AlreadyExists(name.to_string()));
         }
-        let mut stats = self.stats;
-        self.items.flush(true, store, &mut stats)?;
-        let duration = chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default();
-        let (start, end) = match (info.timestamp, info.time_end) {
-            (Some(t), Some(e)) => (t, e),
-            (Some(t), None) => (t, t + duration),
-            (None, _) => {
-                let end = Utc::now().naive_utc();
-                (end - duration, end)
-            }
-        };
-        let s = |v: &str| Value::from(v);
-        let params = std::iter::once(s(info.chunker_params.algorithm()))
-            .chain(info.chunker_params.numbers().into_iter().map(Value::from))
-            .collect();
-        let mut meta = vec![
-            (s("version"), Value::from(1)),
-            (s("name"), s(name)),
-            (s("comment"), s(&info.comment)),
-            (
-                s("items"),
-                Value::Array(
-                    self.items
-                        .chunks
-                        .iter()
-                        .map(|id| Value::Binary(id.to_vec()))
-                        .collect(),
-                ),
-            ),
-            (
-                s("cmdline"),
-                Value::Array(info.cmdline.iter().map(|a| s(a)).collect()),
-            ),
-            (s("hostname"), s(&info.hostname)),
-            (s("username"), s(&info.username)),
-            (s("time"), s(&start.format(ISO_FORMAT).to_string())),
-            (s("time_end"), s(&end.format(ISO_FORMAT).to_string())),
-            (s("chunker_params"), Value::Array(params)),
-            (s("size"), Value::from(stats.osize)),
-            (s("csize"), Value::from(stats.csize)),
-            (s("nfiles"), Value::from(stats.nfiles)),
-            (s("size_parts"), Value::from(0)),
-            (s("csize_parts"), Value::from(0)),
-            (s("nfiles_parts"), Value::from(0)),
-        ];
-        meta.extend(info.extra.iter().map(|(k, v)| (s(k), v.clone())));
-        let data = rborg_crypto::pack_and_authenticate(
-            store.key(),
-            &Value::Map(meta),
-            TamContext::Archive,
-        )?;
+        self.items.flush(true, store)?;
+        let mut stats = self.stats + self.items.stats;
+        let (start, end) = archive_times(self.started, info.timestamp, info.time_end);
+        let meta = archive_metadata(name, info, &self.items.chunks, start, end, &stats);
+        let data = rborg_crypto::pack_and_authenticate(store.key(), &meta, TamContext::Archive)?;
         let (entry, new) = store.add_data(&data)?;
         // borg counts the metadata object in the statistics it prints (after storing it)
         stats.update(entry.size, entry.csize, new);

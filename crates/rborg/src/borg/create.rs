@@ -2,12 +2,14 @@
 //! options, `helpers/parseformat.py` placeholders and `FilesCacheMode`, `archive.py`
 //! `Statistics` / `Archive.__str__` for `--stats`).
 //!
-//! rborg keeps no files cache: every file is read and chunked on every run (as borg with
-//! `--files-cache=disabled`); unchanged content is still deduplicated against the repository.
+//! A first SIGINT (Ctrl-C) does what borg 1.2's `sig_int` does for `create`: the run writes
+//! a checkpoint at the next content chunk, finishes the file being read and ends with
+//! "Got Ctrl-C / SIGINT." (rc 2) without saving the archive; a second SIGINT terminates.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use clap::Args;
 use rborg_archive::create::chrono::{self, Local, NaiveDateTime, TimeZone, Utc};
@@ -505,7 +507,41 @@ impl Reporter for CliReporter<'_> {
     }
 }
 
+/// borg 1.2's `sig_int` (`helpers/process.py` `SigIntManager`, entered around the whole
+/// command): while armed, the first SIGINT only raises the flag, which `create` turns into a
+/// checkpoint and a clean stop; a second SIGINT, or one while nothing is armed, does what
+/// SIGINT does by default (borg restores the original handler after the first).
+struct SigInt(Arc<AtomicBool>);
+
+impl SigInt {
+    /// Installs the handlers once per process (through `signal-hook`, no `unsafe` here) and
+    /// lowers the flag; `None` if they could not be installed (SIGINT then keeps its default).
+    fn arm() -> Option<SigInt> {
+        static FLAG: OnceLock<Option<Arc<AtomicBool>>> = OnceLock::new();
+        let flag = FLAG
+            .get_or_init(|| {
+                use signal_hook::consts::SIGINT;
+                let flag = Arc::new(AtomicBool::new(true));
+                // registered first, so it sees the flag as it was before this signal
+                signal_hook::flag::register_conditional_default(SIGINT, flag.clone()).ok()?;
+                signal_hook::flag::register(SIGINT, flag.clone()).ok()?;
+                Some(flag)
+            })
+            .clone()?;
+        flag.store(false, Ordering::SeqCst);
+        Some(SigInt(flag))
+    }
+}
+
+impl Drop for SigInt {
+    /// Disarms: the next SIGINT terminates again.
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
+    let sigint = SigInt::arm();
     let loc = location(Some(&args.location))?;
     let Some(raw_name) = loc.archive.clone() else {
         return Err(CmdError::new(
@@ -668,6 +704,13 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
     };
     let opts = CreateOptions {
         files_cache_mode: args.files_cache.clone(),
+        // borg: `self.checkpoint_interval and ...`: 0 disables the timed checkpoints
+        checkpoint_interval: (args.checkpoint_interval > 0)
+            .then(|| std::time::Duration::from_secs(args.checkpoint_interval)),
+        // database dumps streaming into this run can stop it before the archive is saved
+        interrupt: crate::orchestrator::databases::commit_gate(
+            sigint.as_ref().map(|s| s.0.clone()),
+        ),
         ..opts
     };
     let created = match create_archive_cached(
@@ -684,6 +727,11 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
         Ok(c) => c,
         Err(CreateError::AlreadyExists(n)) => {
             return Err(CmdError::new(format!("Archive {n} already exists")))
+        }
+        Err(CreateError::Interrupted) => {
+            // a checkpoint may have changed the manifest (borg's cache.commit saves it)
+            security.remember_manifest(&location_text, key.key_type(), &manifest)?;
+            return Err(CmdError::new(CreateError::Interrupted.to_string()));
         }
         Err(_) if command_failure.lock().is_ok_and(|f| f.is_some()) => {
             let message = command_failure.lock().ok().and_then(|mut f| f.take());

@@ -62,6 +62,10 @@ pub fn run(action: &Action, cx: &mut ActionContext<'_>) -> Result<(), ActionErro
             borg.run(args, false).map(drop)
         }
         Action::Extract(a) => extract(&borg, cx, a),
+        Action::Restore(a) => {
+            let archive = resolve_archive(&borg, cx, &a.archive)?;
+            super::databases::restore::restore(&borg, cx, a, &archive)
+        }
         Action::Mount(a) => mount(&borg, cx, a),
         Action::Umount(a) => {
             log::info(&format!(
@@ -369,6 +373,15 @@ fn create(borg: &Borg<'_>, cx: &mut ActionContext<'_>, a: &CreateArgs) -> Result
             )));
         }
     }
+    // database dumps stream through named pipes under one more root (docs/databases.md)
+    let dumps = super::databases::start_dumps(c, cx.dry_run)?;
+    if let Some(d) = &dumps {
+        // once only: a pipe read twice would wait forever for a second writer (borgmatic also
+        // deduplicates nested source directories)
+        if !sources.iter().any(|s| d.root.starts_with(resolve(s))) {
+            sources.push(d.root.display().to_string());
+        }
+    }
     // roots and patterns in one patterns file, excludes in another, as borgmatic 1.9+ does
     let mut patterns: Vec<String> = sources.iter().map(|s| format!("R {s}")).collect();
     patterns.extend(c.patterns.iter().cloned());
@@ -421,7 +434,10 @@ fn create(borg: &Borg<'_>, cx: &mut ActionContext<'_>, a: &CreateArgs) -> Result
     args.extend(flag_if(c.atime == Some(true), "--atime"));
     args.extend(flag_if(c.ctime == Some(false), "--noctime"));
     args.extend(flag_if(c.birthtime == Some(false), "--nobirthtime"));
-    args.extend(flag_if(c.read_special == Some(true), "--read-special"));
+    args.extend(flag_if(
+        c.read_special == Some(true) || dumps.is_some(),
+        "--read-special",
+    ));
     args.extend(flag_if(c.flags == Some(false), "--noflags"));
     if let Some(mode) = &c.files_cache {
         args.extend(["--files-cache".to_string(), mode.clone()]);
@@ -449,13 +465,14 @@ fn create(borg: &Borg<'_>, cx: &mut ActionContext<'_>, a: &CreateArgs) -> Result
     args.push(format!("{}::{format}", cx.repository.path));
     let cwd = working.as_deref();
     let outcome = if a.json {
-        borg.run_captured(args)?
+        borg.run_captured(args)
     } else {
         match cwd {
-            Some(dir) => borg.run_at(args, dir)?,
-            None => borg.run(args, false)?,
+            Some(dir) => borg.run_at(args, dir),
+            None => borg.run(args, false),
         }
     };
+    let outcome = super::databases::finish_dumps(dumps, outcome)?;
     collect_json(cx, &outcome.stdout)?;
     drop(patterns_file);
     drop(exclude_file);

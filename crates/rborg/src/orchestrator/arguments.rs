@@ -100,6 +100,8 @@ pub enum Action {
     Delete(DeleteArgs),
     /// Extract files from a named archive to the current directory
     Extract(ExtractArgs),
+    /// Restore database dumps from a named archive
+    Restore(RestoreArgs),
     /// Mount files from a named archive as a FUSE filesystem
     Mount(MountArgs),
     /// Unmount a FUSE filesystem that was mounted with "mount"
@@ -135,6 +137,7 @@ impl Action {
             Action::Check(_) => "check",
             Action::Delete(_) => "delete",
             Action::Extract(_) => "extract",
+            Action::Restore(_) => "restore",
             Action::Mount(_) => "mount",
             Action::Umount(_) => "umount",
             Action::RepoList(_) => "repo-list",
@@ -157,6 +160,7 @@ impl Action {
             Action::Check(a) => &a.repository,
             Action::Delete(a) => &a.repository,
             Action::Extract(a) => &a.repository,
+            Action::Restore(a) => &a.repository,
             Action::Mount(a) => &a.repository,
             Action::Umount(_) => return None,
             Action::RepoList(a) | Action::List(a) => &a.repository,
@@ -323,6 +327,34 @@ pub struct ExtractArgs {
     pub progress: bool,
 }
 
+/// `restore` (borgmatic's `restore` action; see docs/databases.md).
+#[derive(Clone, Debug, Default, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repository: RepositoryArg,
+    /// Name of the archive to restore from (or "latest")
+    #[arg(long, value_name = "ARCHIVE", required = true)]
+    pub archive: String,
+    /// Name of a database to restore from the archive (repeatable; default: every dump in it)
+    #[arg(long = "database", visible_alias = "data-source", value_name = "NAME")]
+    pub databases: Vec<String>,
+    /// Database hostname to restore to (default: restore_hostname or hostname of the database)
+    #[arg(long, value_name = "HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Database port to restore to
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<i64>,
+    /// Username to restore as
+    #[arg(long, value_name = "USERNAME")]
+    pub username: Option<String>,
+    /// Password to restore with
+    #[arg(long, value_name = "PASSWORD")]
+    pub password: Option<String>,
+    /// Name of a schema to restore (repeatable; PostgreSQL and MongoDB)
+    #[arg(long = "schema", value_name = "NAME")]
+    pub schemas: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default, Args)]
 pub struct MountArgs {
     #[command(flatten)]
@@ -435,7 +467,7 @@ pub struct BorgArgs {
     about = "Simple, configuration-driven backups with \
     BorgBackup 1.2 repositories, natively (borgmatic compatible)"
 )]
-struct OneAction {
+pub(crate) struct OneAction {
     #[command(flatten)]
     global: GlobalArgs,
     #[command(subcommand)]

@@ -13,6 +13,7 @@ pub mod arguments;
 pub mod borg_call;
 pub mod check_state;
 pub mod config_cmd;
+pub mod databases;
 pub mod hooks;
 pub mod log;
 pub mod monitor;
