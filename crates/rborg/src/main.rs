@@ -11,6 +11,7 @@
 
 mod benchmark;
 mod borg;
+mod completions;
 mod orchestrator;
 mod output;
 
@@ -23,7 +24,7 @@ use clap::{Parser, Subcommand};
 /// rborg: BorgBackup 1.2 compatible backups, natively and on every core.
 #[derive(Debug, Parser)]
 #[command(name = "rborg", version, about, propagate_version = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +44,14 @@ enum Command {
     /// Validate borgmatic configuration files or generate a commented template.
     #[command(subcommand)]
     Config(orchestrator::config_cmd::ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish) generated from rborg's clap definitions.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: completions::Shell,
+    },
+    /// Print the rborg(1) man page (roff) generated from rborg's clap definitions.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -62,7 +71,10 @@ fn main() -> ExitCode {
     }
     // rborg's own commands come first; anything else is the orchestrator's command line
     let first = args.first().and_then(|a| a.to_str()).unwrap_or_default();
-    if !matches!(first, "borg" | "benchmark" | "config" | "help") {
+    if !matches!(
+        first,
+        "borg" | "benchmark" | "config" | "completions" | "man" | "help"
+    ) {
         return orchestrator::main(args);
     }
     let cli = Cli::parse_from(std::iter::once(OsString::from("rborg")).chain(args));
@@ -70,5 +82,9 @@ fn main() -> ExitCode {
         Command::Borg { args } => borg::main(args),
         Command::Benchmark(cmd) => output::exit_with(benchmark::run(cmd)),
         Command::Config(cmd) => orchestrator::config_cmd::run(cmd),
+        Command::Completions { shell } => {
+            completions::exit_with(completions::completions(shell, &mut std::io::stdout()))
+        }
+        Command::Man => completions::exit_with(completions::man(&mut std::io::stdout())),
     }
 }

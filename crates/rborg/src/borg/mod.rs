@@ -47,7 +47,7 @@ pub const BORG_VERSION: &str = "1.2.4";
 // argparse accepts any unambiguous prefix of a long option (`--sort` for `--sort-by`)
 #[command(infer_long_args = true)]
 #[command(about = "Borg - Deduplicated Backups (rborg implementation)")]
-struct BorgCli {
+pub(crate) struct BorgCli {
     #[command(flatten)]
     common: CommonOptions,
     #[command(subcommand)]

@@ -6,7 +6,7 @@
 //! borgmatic 1.7.7's `hooks/cronhub.py`); `docs/monitoring.md` lists what is sent when.
 //!
 //! borgmatic feeds its monitors from log handlers attached to the root logger; here the caller
-//! captures the run's log and hands it to [`Monitors::ping`], and each monitor cuts it to its
+//! captures the run's log and hands it to [`Monitors::ping_messages`], and each monitor cuts it to its
 //! own limit as borgmatic's `Forgetful_buffering_handler` (`hooks/monitoring/logs.py`) would.
 
 mod cronhub;
@@ -211,7 +211,7 @@ impl Monitors {
             .collect()
     }
 
-    /// [`Monitors::ping`] with every message borgmatic would log (what is pinged, the URLs,
+    /// `Monitors::ping` with every message borgmatic would log (what is pinged, the URLs,
     /// what a dry run skips), in monitor order. The monitors are pinged in parallel, so one
     /// dead service delays the run by one timeout at most, not one per service.
     pub fn ping_messages(&self, state: State, log_tail: &str, dry_run: bool) -> Vec<Message> {
