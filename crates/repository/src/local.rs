@@ -1240,11 +1240,23 @@ impl Repository for LocalRepository {
         if self.get_free_nonce()? != start_nonce {
             return Err(Error::NonceMismatch);
         }
-        segment::save_file(
-            &self.path.join("nonce"),
+        let nonce_path = self.path.join("nonce");
+        match segment::save_file(
+            &nonce_path,
             hex::encode(next_unreserved.to_be_bytes()).as_bytes(),
-        )?;
-        Ok(())
+        ) {
+            // without a lock (`--bypass-lock`) a refused write only warns, as in borg: a
+            // read-only repository is expected then (`borg check` encrypts item chunks, so it
+            // reserves nonces even when it writes nothing)
+            Err(e) if !self.do_lock && e.kind() == std::io::ErrorKind::PermissionDenied => {
+                eprintln!(
+                    "{e}: Failed writing to '{}'. This is expected when working on read-only repositories.",
+                    nonce_path.display()
+                );
+                Ok(())
+            }
+            other => Ok(other?),
+        }
     }
 }
 
