@@ -152,7 +152,7 @@ pub fn archive_glob(config: &Config) -> Option<String> {
         if matches!(m.as_str(), "*" | "re:.*" | "sh:*") {
             return None;
         }
-        return Some(m.strip_prefix("sh:").unwrap_or(m).to_string());
+        return Some(sh_glob(m));
     }
     let format = config
         .archive_name_format
@@ -160,6 +160,12 @@ pub fn archive_glob(config: &Config) -> Option<String> {
         .unwrap_or(DEFAULT_ARCHIVE_NAME_FORMAT);
     let derived = replace_ephemeral_placeholders(format);
     (derived != "*").then_some(derived)
+}
+
+/// A borgmatic `match_archives` pattern as borg 1.2's `--glob-archives` takes it (borg 1.x
+/// only has shell globs, so the `sh:` style prefix is dropped).
+fn sh_glob(pattern: &str) -> String {
+    pattern.strip_prefix("sh:").unwrap_or(pattern).to_string()
 }
 
 /// `{now...}`, `{utcnow...}`, `{pid...}` → `*`.
@@ -203,10 +209,7 @@ fn glob_flags(config: &Config) -> Vec<String> {
 fn filter_flags(filter: &ArchiveFilter, config: Option<&Config>) -> Vec<String> {
     let mut flags = Vec::new();
     match (&filter.match_archives, config) {
-        (Some(m), _) => flags.extend([
-            "--glob-archives".to_string(),
-            m.strip_prefix("sh:").unwrap_or(m).to_string(),
-        ]),
+        (Some(m), _) => flags.extend(["--glob-archives".to_string(), sh_glob(m)]),
         (None, Some(config)) => flags.extend(glob_flags(config)),
         (None, None) => {}
     }
@@ -233,7 +236,7 @@ fn resolve_archive(
         return Ok(archive.to_string());
     }
     let mut args = vec!["list".to_string(), "--short".to_string()];
-    args.extend(borg.common_flags().into_iter().filter(|f| f != "--info"));
+    args.extend(borg.probe_flags());
     args.extend(glob_flags(cx.config));
     args.extend(["--last".to_string(), "1".to_string()]);
     args.push(cx.repository.path.clone());
@@ -255,7 +258,7 @@ fn repo_create(
     log::info(&format!("Creating repository{}", dry_label(cx.dry_run)));
     // an existing repository is left alone, as borgmatic does
     let mut probe = vec!["info".to_string(), "--json".to_string()];
-    probe.extend(borg.common_flags().into_iter().filter(|f| f != "--info"));
+    probe.extend(borg.probe_flags());
     probe.push(cx.repository.path.clone());
     let exists = {
         let _quiet = log::quiet();
@@ -619,10 +622,7 @@ fn check(borg: &Borg<'_>, cx: &mut ActionContext<'_>, a: &CheckArgs) -> Result<(
             filter.extend(["--last".to_string(), n.to_string()]);
         }
         match (&a.match_archives, &c.prefix) {
-            (Some(m), _) => filter.extend([
-                "--glob-archives".to_string(),
-                m.strip_prefix("sh:").unwrap_or(m).to_string(),
-            ]),
+            (Some(m), _) => filter.extend(["--glob-archives".to_string(), sh_glob(m)]),
             (None, Some(prefix)) => {
                 filter.extend(["--glob-archives".to_string(), format!("{prefix}*")])
             }

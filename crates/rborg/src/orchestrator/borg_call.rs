@@ -174,6 +174,15 @@ impl<'a> Borg<'a> {
         flags
     }
 
+    /// [`Borg::common_flags`] for a borg call whose output is read rather than shown (the
+    /// archive `latest` names, whether a repository exists): no `--info` chatter.
+    pub fn probe_flags(&self) -> Vec<String> {
+        self.common_flags()
+            .into_iter()
+            .filter(|f| f != "--info")
+            .collect()
+    }
+
     /// `extra_borg_options.<command>` split like a shell would.
     pub fn extra_options(&self, command: &str) -> Vec<String> {
         self.config

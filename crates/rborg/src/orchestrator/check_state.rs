@@ -102,14 +102,8 @@ impl StateDir {
                     .and_then(|s| s.split(':').next().map(str::to_string))
             })
             .unwrap_or_else(|| "~/.local/state".to_string());
-        let base = match base.strip_prefix("~/") {
-            Some(rest) => std::env::var("HOME")
-                .map(|h| format!("{h}/{rest}"))
-                .unwrap_or(base.clone()),
-            None => base,
-        };
         StateDir {
-            root: PathBuf::from(base).join("borgmatic"),
+            root: PathBuf::from(super::actions::expand_home(&base)).join("borgmatic"),
         }
     }
 

@@ -55,9 +55,7 @@ pub fn run_everything_hooks(loaded: &LoadedConfig, arguments: &Arguments, before
         actions: Some(&names),
         state: None,
     };
-    let mut vars = Variables::new();
-    vars.insert("configuration_filename", loaded.path.display().to_string());
-    vars.insert("log_file", log_file_option(config));
+    let vars = file_variables(&loaded.path, config);
     match runner.run(&config.commands, filter, &vars) {
         Ok(()) | Err(HookError::SoftFailure) => true,
         Err(HookError::Failed { message, .. }) => {
@@ -69,6 +67,14 @@ pub fn run_everything_hooks(loaded: &LoadedConfig, arguments: &Arguments, before
             false
         }
     }
+}
+
+/// The hook variables of a configuration file: `{configuration_filename}` and `{log_file}`.
+fn file_variables(path: &Path, config: &Config) -> Variables {
+    let mut vars = Variables::new();
+    vars.insert("configuration_filename", path.display().to_string());
+    vars.insert("log_file", log_file_option(config));
+    vars
 }
 
 fn log_file_option(config: &Config) -> String {
@@ -148,9 +154,7 @@ pub fn run_configuration(loaded: &LoadedConfig, arguments: &Arguments) -> Config
     log::take_captured();
     ping(State::Start, "");
 
-    let mut config_vars = Variables::new();
-    config_vars.insert("configuration_filename", file.clone());
-    config_vars.insert("log_file", log_file_option(config));
+    let config_vars = file_variables(&loaded.path, config);
 
     let mut error: Option<(ActionError, Option<&Repository>)> = None;
     let mut soft = false;
@@ -317,14 +321,12 @@ fn run_repository(
     let dry_run = arguments.global.dry_run;
     let working = config.working_directory.as_deref().map(Path::new);
     let runner = hook_runner(config, dry_run, working);
-    let mut vars = Variables::new();
-    vars.insert("configuration_filename", loaded.path.display().to_string());
+    let mut vars = file_variables(&loaded.path, config);
     vars.insert("repository", expand_home(&repository.path));
     vars.insert(
         "repository_label",
         repository.label.clone().unwrap_or_default(),
     );
-    vars.insert("log_file", log_file_option(config));
     vars.insert(
         "repositories",
         loaded

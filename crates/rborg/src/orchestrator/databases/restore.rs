@@ -257,7 +257,7 @@ pub fn restore(
         "Restoring data sources from archive {archive}{dry}"
     ));
     let mut list = vec!["list".to_string(), "--short".to_string()];
-    list.extend(borg.common_flags().into_iter().filter(|f| f != "--info"));
+    list.extend(borg.probe_flags());
     list.push(format!("{}::{archive}", cx.repository.path));
     let listing = borg.run_captured(list)?;
     let text = String::from_utf8_lossy(&listing.stdout);
