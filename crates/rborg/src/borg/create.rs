@@ -131,26 +131,8 @@ pub struct CreateArgs {
     /// open and read block and char device files as well as FIFOs as if they were regular files
     #[arg(long = "read-special")]
     read_special: bool,
-    /// add a comment text to the archive
-    #[arg(long, value_name = "COMMENT", default_value = "")]
-    comment: String,
-    /// manually specify the archive creation date/time (UTC, yyyy-mm-ddThh:mm:ss format), or a reference file/directory
-    #[arg(long, value_name = "TIMESTAMP", value_parser = parse_timestamp_arg)]
-    timestamp: Option<NaiveDateTime>,
-    /// write checkpoint every SECONDS seconds (Default: 1800)
-    #[arg(
-        short = 'c',
-        long = "checkpoint-interval",
-        value_name = "SECONDS",
-        default_value_t = 1800
-    )]
-    checkpoint_interval: u64,
-    /// specify the chunker parameters (ALGO, CHUNK_MIN_EXP, CHUNK_MAX_EXP, HASH_MASK_BITS, HASH_WINDOW_SIZE)
-    #[arg(long = "chunker-params", value_name = "PARAMS", default_value = "buzhash,19,23,21,4095", value_parser = parse_chunker_params)]
-    chunker_params: ChunkerParams,
-    /// select compression algorithm, see the output of the "borg help compression" command for details.
-    #[arg(short = 'C', long = "compression", value_name = "COMPRESSION", default_value = "lz4", value_parser = parse_compression)]
-    compression: CompressionSpec,
+    #[command(flatten)]
+    archive: ArchiveOptions,
     /// name of archive to create (must be also a valid directory name)
     #[arg(value_name = "ARCHIVE")]
     location: String,
@@ -302,6 +284,31 @@ fn split_paths<'a>(data: &'a [u8], delimiter: &[u8]) -> Vec<&'a [u8]> {
 
 fn parse_octal(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8).map_err(|e| format!("invalid octal number {s:?}: {e}"))
+}
+
+/// borg's "Archive options" group, shared by `create` and `import-tar`.
+#[derive(Debug, Args)]
+pub(super) struct ArchiveOptions {
+    /// add a comment text to the archive
+    #[arg(long, value_name = "COMMENT", default_value = "")]
+    pub(super) comment: String,
+    /// manually specify the archive creation date/time (UTC, yyyy-mm-ddThh:mm:ss format), or a reference file/directory
+    #[arg(long, value_name = "TIMESTAMP", value_parser = parse_timestamp_arg)]
+    pub(super) timestamp: Option<NaiveDateTime>,
+    /// write checkpoint every SECONDS seconds (Default: 1800)
+    #[arg(
+        short = 'c',
+        long = "checkpoint-interval",
+        value_name = "SECONDS",
+        default_value_t = 1800
+    )]
+    pub(super) checkpoint_interval: u64,
+    /// specify the chunker parameters (ALGO, CHUNK_MIN_EXP, CHUNK_MAX_EXP, HASH_MASK_BITS, HASH_WINDOW_SIZE)
+    #[arg(long = "chunker-params", value_name = "PARAMS", default_value = "buzhash,19,23,21,4095", value_parser = parse_chunker_params)]
+    pub(super) chunker_params: ChunkerParams,
+    /// select compression algorithm, see the output of the "borg help compression" command for details.
+    #[arg(short = 'C', long = "compression", value_name = "COMPRESSION", default_value = "lz4", value_parser = parse_compression)]
+    pub(super) compression: CompressionSpec,
 }
 
 pub(super) fn parse_chunker_params(s: &str) -> Result<ChunkerParams, String> {
@@ -568,7 +575,7 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
     }
     let mut patterns = PatternMatcher::new();
     patterns.add_inclexcl(exclusion.rules);
-    let comment = replace_placeholders(&args.comment).map_err(CmdError::new)?;
+    let comment = replace_placeholders(&args.archive.comment).map_err(CmdError::new)?;
 
     let mut opened = open_with_manifest(ctx, &loc, LockMode::Exclusive, &[Operation::Write])?;
     let location_text = opened.repository.path().display().to_string();
@@ -642,8 +649,8 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
     let mut skip_paths = vec![rborg_archive::cache::cache_dir(&std_env)];
     skip_paths.push(opened.repository.path().to_path_buf());
     let opts = CreateOptions {
-        chunker_params: args.chunker_params,
-        compression: args.compression.clone(),
+        chunker_params: args.archive.chunker_params,
+        compression: args.archive.compression.clone(),
         numeric_ids: args.numeric_ids,
         one_file_system: args.one_file_system,
         read_special: args.read_special,
@@ -659,7 +666,7 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
         noacls: args.noacls,
         sparse: args.sparse,
         comment,
-        timestamp: args.timestamp,
+        timestamp: args.archive.timestamp,
         cmdline: std::env::args_os()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
@@ -705,8 +712,8 @@ pub fn run(ctx: &mut Context, args: CreateArgs) -> CmdResult {
     let opts = CreateOptions {
         files_cache_mode: args.files_cache.clone(),
         // borg: `self.checkpoint_interval and ...`: 0 disables the timed checkpoints
-        checkpoint_interval: (args.checkpoint_interval > 0)
-            .then(|| std::time::Duration::from_secs(args.checkpoint_interval)),
+        checkpoint_interval: (args.archive.checkpoint_interval > 0)
+            .then(|| std::time::Duration::from_secs(args.archive.checkpoint_interval)),
         // database dumps streaming into this run can stop it before the archive is saved
         interrupt: crate::orchestrator::databases::commit_gate(
             sigint.as_ref().map(|s| s.0.clone()),

@@ -7,23 +7,17 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 
 use clap::Args;
-use rborg_archive::create::chrono::NaiveDateTime;
 use rborg_archive::export_tar::tar_filter_for;
 use rborg_archive::import_tar::{import_tar, ImportTarOptions};
 use rborg_archive::manifest::Operation;
 use rborg_archive::security::SecurityDir;
 use rborg_archive::writer::{ArchiveInfo, ChunkStore};
 use rborg_archive::Manifest;
-use rborg_chunker::ChunkerParams;
-use rborg_compress::CompressionSpec;
 use rborg_crypto::paths::std_env;
 use rborg_repository::Repository;
 
 use super::common::{CmdError, CmdResult, Context, FileStatusPrinter, EXIT_SUCCESS, EXIT_WARNING};
-use super::create::{
-    host_name, os_user_name, parse_chunker_params, parse_compression, parse_timestamp_arg,
-    replace_placeholders,
-};
+use super::create::{host_name, os_user_name, replace_placeholders, ArchiveOptions};
 use super::open::{location, open_with_manifest, LockMode};
 
 #[derive(Debug, Args)]
@@ -46,26 +40,8 @@ pub struct ImportTarArgs {
     /// ignore zero-filled blocks in the input tarball
     #[arg(long = "ignore-zeros")]
     ignore_zeros: bool,
-    /// add a comment text to the archive
-    #[arg(long, value_name = "COMMENT", default_value = "")]
-    comment: String,
-    /// manually specify the archive creation date/time (UTC, yyyy-mm-ddThh:mm:ss format)
-    #[arg(long, value_name = "TIMESTAMP", value_parser = parse_timestamp_arg)]
-    timestamp: Option<NaiveDateTime>,
-    /// write checkpoint every SECONDS seconds (Default: 1800)
-    #[arg(
-        short = 'c',
-        long = "checkpoint-interval",
-        value_name = "SECONDS",
-        default_value_t = 1800
-    )]
-    checkpoint_interval: u64,
-    /// specify the chunker parameters
-    #[arg(long = "chunker-params", value_name = "PARAMS", default_value = "buzhash,19,23,21,4095", value_parser = parse_chunker_params)]
-    chunker_params: ChunkerParams,
-    /// select compression algorithm
-    #[arg(short = 'C', long = "compression", value_name = "COMPRESSION", default_value = "lz4", value_parser = parse_compression)]
-    compression: CompressionSpec,
+    #[command(flatten)]
+    archive: ArchiveOptions,
     /// name of archive to create (must be also a valid directory name)
     #[arg(value_name = "ARCHIVE")]
     location: String,
@@ -123,7 +99,7 @@ pub fn run(ctx: &mut Context, args: ImportTarArgs) -> CmdResult {
         ));
     };
     let name = replace_placeholders(&raw_name).map_err(CmdError::new)?;
-    let comment = replace_placeholders(&args.comment).map_err(CmdError::new)?;
+    let comment = replace_placeholders(&args.archive.comment).map_err(CmdError::new)?;
     let filter = if args.tar_filter == "auto" {
         tar_filter_for(&args.tarfile).map(|f| format!("{f} -d"))
     } else {
@@ -145,11 +121,11 @@ pub fn run(ctx: &mut Context, args: ImportTarArgs) -> CmdResult {
     let security = SecurityDir::open(&std_env, &opened.repository.id())?;
     let (input, mut child) = open_input(&args.tarfile, filter.as_deref())?;
     let opts = ImportTarOptions {
-        chunker_params: args.chunker_params,
+        chunker_params: args.archive.chunker_params,
         ignore_zeros: args.ignore_zeros,
         info: ArchiveInfo {
             comment,
-            timestamp: args.timestamp,
+            timestamp: args.archive.timestamp,
             cmdline: std::env::args_os()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
@@ -167,7 +143,7 @@ pub fn run(ctx: &mut Context, args: ImportTarArgs) -> CmdResult {
     let store = ChunkStore::open(
         &mut opened.repository,
         &key,
-        args.compression.clone(),
+        args.archive.compression.clone(),
         security.nonce_file(),
     )
     .map_err(|e| err(&e))?;
@@ -207,7 +183,7 @@ pub fn run(ctx: &mut Context, args: ImportTarArgs) -> CmdResult {
             reporter.ctx.log.info(&line);
         }
     }
-    let _ = args.checkpoint_interval;
+    let _ = args.archive.checkpoint_interval;
     Ok(if created.warnings > 0 {
         EXIT_WARNING
     } else {
