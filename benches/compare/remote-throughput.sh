@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# create and extract through `borg serve` over a local pipe (the spawned transport, with a
-# stand-in for ssh that runs the command here) against the same operations on a local path,
-# on the same generated dataset, in one run. Issue 5's target: remote/local >= 0.8 for both.
+# create, extract and check --verify-data through `borg serve` over a local pipe (the spawned
+# transport, with a stand-in for ssh that runs the command here) against the same operations on
+# a local path, on the same generated dataset, in one run. Issue 5's target: remote/local speed
+# >= 0.8 for create and extract.
 # Usage: remote-throughput.sh [RBORG_BINARY] [SIZE_MIB] [ROUNDS]
 # (defaults target/release/rborg, 512, 3). Prints one line per round and operation.
+# SERVE=/usr/bin/borg makes the server side real borg 1.2's `borg serve` instead of rborg's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rborg=$(readlink -f "${1:-target/release/rborg}")
@@ -26,7 +28,7 @@ done
 exec sh -c "$*"
 SH
 chmod +x "$work/bin/fake-ssh"
-export BORG_RSH=$work/bin/fake-ssh BORG_REMOTE_PATH=$work/bin/borg
+export BORG_RSH=$work/bin/fake-ssh BORG_REMOTE_PATH=${SERVE:-$work/bin/borg}
 /usr/bin/python3 testdata/gen/gen-dataset.py --size-mib "$size_mib" --seed 1 "$work/data" > /dev/null
 now() { date +%s.%N; }
 for round in $(seq "$rounds"); do
@@ -37,14 +39,16 @@ for round in $(seq "$rounds"); do
     t0=$(now); "$rborg" borg create -C zstd,3 "$repo::a" "$work/data"; t1=$(now)
     rm -rf "$work/out"; mkdir "$work/out"
     t2=$(now); (cd "$work/out" && "$rborg" borg extract "$repo::a"); t3=$(now)
-    echo "$round $kind $(echo "$t1 - $t0" | bc) $(echo "$t3 - $t2" | bc)"
+    "$rborg" borg check --verify-data "$repo"; t4=$(now)
+    echo "$round $kind $(echo "$t1 - $t0" | bc) $(echo "$t3 - $t2" | bc) $(echo "$t4 - $t3" | bc)"
   done
 done | awk -v s="$size_mib" '
-  { create[$1, $2] = $3; extract[$1, $2] = $4; n = $1 }
+  { create[$1, $2] = $3; extract[$1, $2] = $4; check[$1, $2] = $5; n = $1 }
   END {
     for (r = 1; r <= n; r++) {
-      printf "round %d: create local %.2f s, remote %.2f s (remote/local speed %.2f); extract local %.2f s, remote %.2f s (remote/local speed %.2f)\n",
+      printf "round %d: create local %.2f s, remote %.2f s (remote/local speed %.2f); extract local %.2f s, remote %.2f s (%.2f); check --verify-data local %.2f s, remote %.2f s (%.2f)\n",
         r, create[r, "local"], create[r, "remote"], create[r, "local"] / create[r, "remote"],
-        extract[r, "local"], extract[r, "remote"], extract[r, "local"] / extract[r, "remote"]
+        extract[r, "local"], extract[r, "remote"], extract[r, "local"] / extract[r, "remote"],
+        check[r, "local"], check[r, "remote"], check[r, "local"] / check[r, "remote"]
     }
   }'

@@ -329,6 +329,8 @@ impl Checker<'_, '_> {
             };
             marker = Some(last);
             count_segments += ids.len();
+            // all of them in flight at once through `borg serve` (borg's `get_many` here)
+            self.repository.preload(&ids)?;
             for batch in ids.chunks(PREFETCH) {
                 for id in batch {
                     let cdata = match self.repository.get(id) {

@@ -218,6 +218,54 @@ fn fetch_chunks(
     Ok(total)
 }
 
+/// Plaintext bytes of chunks the extractor keeps announced ahead of the file it is writing
+/// (through [`Repository::preload`]): enough to keep a remote server busy across many small
+/// files, small enough that the replies waiting in memory stay bounded.
+const READ_AHEAD_BYTES: u64 = 32 << 20;
+
+/// The chunks the selected items of one batch of the item stream will read, in order
+/// (borg's `DownloadPipeline` with `preload=True`), and how many have been announced.
+#[derive(Default)]
+struct ReadAhead {
+    ids: Vec<ObjectId>,
+    /// `offsets[i]`: plaintext bytes of `ids[..i]` (one more entry than `ids`).
+    offsets: Vec<u64>,
+    announced: usize,
+}
+
+impl ReadAhead {
+    /// Appends an item's chunks; returns the index of its first chunk.
+    fn push(&mut self, chunks: &[ChunkListEntry]) -> usize {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        let first = self.ids.len();
+        let mut end = self.offsets[first];
+        for c in chunks {
+            self.ids.push(c.id);
+            end += c.size;
+            self.offsets.push(end);
+        }
+        first
+    }
+
+    /// Announces the chunks from `first` (the next file's first chunk; what lies before it
+    /// has been read or skipped) up to [`READ_AHEAD_BYTES`] beyond it.
+    fn announce(&mut self, repository: &mut dyn Repository, first: usize) -> Result<(), ReadError> {
+        let from = self.announced.max(first);
+        let limit = self.offsets[first].saturating_add(READ_AHEAD_BYTES);
+        let mut to = from;
+        while to < self.ids.len() && self.offsets[to] < limit {
+            to += 1;
+        }
+        if to > from {
+            repository.preload(&self.ids[from..to])?;
+            self.announced = to;
+        }
+        Ok(())
+    }
+}
+
 /// Maps user and group names to ids, remembering answers (borg's `user2uid`/`group2gid`).
 #[derive(Default)]
 struct Owners {
@@ -711,11 +759,11 @@ pub fn extract_archive<'a>(
         for (id, cdata) in batch.iter().zip(cdatas) {
             unpacker.feed(&open_object(key, id, &cdata)?);
         }
-        let mut items = Vec::new();
+        // First the selection, so that the chunks of the selected files are known (and can
+        // be announced to the repository) before the first of them is extracted.
+        let mut selected = Vec::new();
+        let mut read_ahead = ReadAhead::default();
         while let Some(item) = unpacker.next_item()? {
-            items.push(item);
-        }
-        for mut item in items {
             if item.part.is_some() && !opts.consider_part_files {
                 continue;
             }
@@ -737,6 +785,18 @@ pub fn extract_archive<'a>(
                 && item.path.split(|&b| b == b'/').count() <= opts.strip_components
             {
                 continue;
+            }
+            let reads_content =
+                opts.dry_run || opts.stdout || mode & crate::item::S_IFMT == S_IFREG;
+            let first_chunk = match &item.chunks {
+                Some(chunks) if reads_content => Some(read_ahead.push(chunks)),
+                _ => None,
+            };
+            selected.push((item, first_chunk));
+        }
+        for (mut item, first_chunk) in selected {
+            if let Some(first) = first_chunk {
+                read_ahead.announce(&mut *ex.repository, first)?;
             }
             let original_path = item.path.clone();
             item.path = strip(&item.path, opts.strip_components);

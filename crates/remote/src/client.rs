@@ -269,7 +269,23 @@ pub struct RemoteRepository {
     async_set: HashSet<u64>,
     failed: Option<Error>,
     closed: bool,
+    /// Reads announced by [`Repository::preload`], in announcement order; the first
+    /// `preloads_sent` of them have been sent (their msgid is set).
+    preloads: VecDeque<Preload>,
+    preloads_sent: usize,
+    /// msgids of sent preloads that were dropped: their replies are discarded on arrival.
+    ignored: HashSet<u64>,
 }
+
+/// One announced read (borg's `to_send` entries of a preloaded `call_many`).
+struct Preload {
+    id: ObjectId,
+    msgid: Option<u64>,
+}
+
+/// How far down the announced reads a `get` looks for its id before treating it as a read
+/// that was never announced (a bound on the search, not on the announcements).
+const PRELOAD_SEARCH: usize = 4096;
 
 fn reader_thread(mut reader: Box<dyn Read + Send>, tx: mpsc::Sender<Incoming>) {
     let mut buf: Vec<u8> = Vec::new();
@@ -425,6 +441,9 @@ impl RemoteRepository {
             async_set: HashSet::new(),
             failed: None,
             closed: false,
+            preloads: VecDeque::new(),
+            preloads_sent: 0,
+            ignored: HashSet::new(),
         }
     }
 
@@ -516,6 +535,9 @@ impl RemoteRepository {
             match self.incoming.recv_timeout(Duration::from_secs(3600)) {
                 Ok(Incoming::Msg(v)) => {
                     let (id, reply) = self.normalize(v)?;
+                    if self.ignored.remove(&id) {
+                        continue;
+                    }
                     if self.async_set.remove(&id) {
                         self.async_ids.retain(|i| *i != id);
                         if let Err(e) = self.reply_result(reply) {
@@ -640,8 +662,9 @@ impl RemoteRepository {
         }
     }
 
-    /// One synchronous call.
+    /// One synchronous call (not a read: outstanding preloads are dropped first).
     fn call(&mut self, method: &str, args: Vec<(&str, Value)>) -> Result<Value> {
+        self.forget_preloads();
         self.drain_async()?;
         let id = self.send(method, args)?;
         self.wait(id)
@@ -649,6 +672,7 @@ impl RemoteRepository {
 
     /// A call whose reply is collected later (borg's `wait=False`).
     fn call_async(&mut self, method: &str, args: Vec<(&str, Value)>) -> Result<()> {
+        self.forget_preloads();
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
@@ -662,6 +686,65 @@ impl RemoteRepository {
         self.async_ids.push_back(id);
         self.async_set.insert(id);
         Ok(())
+    }
+
+    /// Sends announced reads until `MAX_INFLIGHT` of them are sent and not yet taken (so at
+    /// most that many replies wait in memory).
+    fn send_preloads(&mut self) -> Result<()> {
+        while self.preloads_sent < self.preloads.len().min(MAX_INFLIGHT) {
+            let id = self.preloads[self.preloads_sent].id;
+            let msgid = self.send("get", vec![("id", Value::bytes(id.to_vec()))])?;
+            self.preloads[self.preloads_sent].msgid = Some(msgid);
+            self.preloads_sent += 1;
+        }
+        Ok(())
+    }
+
+    /// Drops the front announcement; a reply to it is discarded whenever it comes.
+    fn drop_front_preload(&mut self) {
+        if let Some(p) = self.preloads.pop_front() {
+            if let Some(msgid) = p.msgid {
+                self.preloads_sent -= 1;
+                if self.replies.remove(&msgid).is_none() {
+                    self.ignored.insert(msgid);
+                }
+            }
+        }
+    }
+
+    fn forget_preloads(&mut self) {
+        while !self.preloads.is_empty() {
+            self.drop_front_preload();
+        }
+    }
+
+    /// The reply to an announced read of `id` (`None` if `id` was not announced):
+    /// announcements before it are dropped, and the window is topped up before waiting so
+    /// the server keeps working while we wait.
+    fn take_preloaded(&mut self, id: &ObjectId) -> Result<Option<Value>> {
+        let Some(pos) = self
+            .preloads
+            .iter()
+            .take(PRELOAD_SEARCH)
+            .position(|p| p.id == *id)
+        else {
+            return Ok(None);
+        };
+        for _ in 0..pos {
+            self.drop_front_preload();
+        }
+        let Some(p) = self.preloads.pop_front() else {
+            return Ok(None);
+        };
+        let msgid = match p.msgid {
+            Some(msgid) => {
+                self.preloads_sent -= 1;
+                msgid
+            }
+            None => self.send("get", vec![("id", Value::bytes(id.to_vec()))])?,
+        };
+        self.send_preloads()?;
+        self.wait(msgid).map(Some)
     }
 
     /// `commit` with all of borg 1.2's parameters (`cleanup_commits` is `borg compact
@@ -780,7 +863,14 @@ impl Repository for RemoteRepository {
     }
 
     fn get(&mut self, id: &ObjectId) -> Result<Vec<u8>> {
-        let v = self.call("get", vec![("id", Value::bytes(id.to_vec()))])?;
+        self.drain_async()?;
+        let v = match self.take_preloaded(id)? {
+            Some(v) => v,
+            None => {
+                let msgid = self.send("get", vec![("id", Value::bytes(id.to_vec()))])?;
+                self.wait(msgid)?
+            }
+        };
         match v {
             Value::Bytes(b) => Ok(b),
             other => Err(Error::UnexpectedRpcData(format!("get returned {other:?}"))),
@@ -789,6 +879,10 @@ impl Repository for RemoteRepository {
 
     fn get_many(&mut self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
         self.drain_async()?;
+        if !self.preloads.is_empty() {
+            // reads that were announced: the window is already in flight
+            return ids.iter().map(|id| self.get(id)).collect();
+        }
         let mut out = Vec::with_capacity(ids.len());
         let mut inflight = VecDeque::new();
         let mut next = 0;
@@ -816,6 +910,12 @@ impl Repository for RemoteRepository {
             }
         }
         Ok(out)
+    }
+
+    fn preload(&mut self, ids: &[ObjectId]) -> Result<()> {
+        self.preloads
+            .extend(ids.iter().map(|&id| Preload { id, msgid: None }));
+        self.send_preloads()
     }
 
     fn put(&mut self, id: &ObjectId, data: &[u8]) -> Result<()> {

@@ -119,6 +119,60 @@ fn client_and_server_roundtrip() {
 }
 
 #[test]
+fn preloaded_reads_are_taken_in_order_and_skips_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, server) = connect(
+        ServeOptions::default(),
+        &create_args(&dir.path().join("repo")),
+    );
+    let mut repo = repo.unwrap();
+    let ids: Vec<[u8; 32]> = (0..300u16)
+        .map(|i| {
+            let mut id = [0u8; 32];
+            id[..2].copy_from_slice(&i.to_be_bytes());
+            id
+        })
+        .collect();
+    let data = |n: usize| vec![(n % 251) as u8; n * 10];
+    for (n, id) in ids.iter().enumerate() {
+        repo.put(id, &data(n)).unwrap();
+    }
+    repo.commit(false, 0.1).unwrap();
+    let missing = [0xee; 32];
+
+    // more announced than one window: the rest is sent as replies are taken
+    repo.preload(&ids).unwrap();
+    let got = repo.get_many(&ids[..10]).unwrap();
+    assert!(got.iter().enumerate().all(|(n, d)| *d == data(n)));
+    // a skip drops the announcements before it
+    assert_eq!(repo.get(&ids[50]).unwrap(), data(50));
+    // a read never announced works and leaves the announcements alone
+    assert!(matches!(
+        repo.get(&missing),
+        Err(Error::ObjectNotFound { .. })
+    ));
+    assert_eq!(repo.get(&ids[51]).unwrap(), data(51));
+    // beyond the first window, and an id that was dropped is read directly
+    let got = repo.get_many(&ids[200..210]).unwrap();
+    assert!(got.iter().zip(200..).all(|(d, n)| *d == data(n)));
+    assert_eq!(repo.get(&ids[20]).unwrap(), data(20));
+    // an announced read that fails reports its own error, in its turn
+    repo.preload(&[missing, ids[5]]).unwrap();
+    assert!(matches!(
+        repo.get(&missing),
+        Err(Error::ObjectNotFound { .. })
+    ));
+    assert_eq!(repo.get(&ids[5]).unwrap(), data(5));
+    // any other call drops what is still announced; the stream stays in sync
+    repo.preload(&ids[100..]).unwrap();
+    assert_eq!(repo.len().unwrap(), 300);
+    let got = repo.get_many(&ids).unwrap();
+    assert!(got.iter().enumerate().all(|(n, d)| *d == data(n)));
+    repo.close().unwrap();
+    server.join().unwrap();
+}
+
+#[test]
 fn open_errors_are_typed() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing");

@@ -134,6 +134,9 @@ impl Repository for AnyRepository {
     fn get_many(&mut self, ids: &[ObjectId]) -> RepoResult<Vec<Vec<u8>>> {
         self.inner().get_many(ids)
     }
+    fn preload(&mut self, ids: &[ObjectId]) -> RepoResult<()> {
+        self.inner().preload(ids)
+    }
     fn put(&mut self, id: &ObjectId, data: &[u8]) -> RepoResult<()> {
         self.inner().put(id, data)
     }
