@@ -853,16 +853,71 @@ impl LocalRepository {
 
     fn ensure_index(&mut self) -> Result<()> {
         if self.index.is_none() {
-            let t = self.get_transaction_id()?;
-            let ix = self.open_index(t, true)?;
+            let ix = if self.do_lock {
+                let t = self.get_transaction_id()?;
+                self.open_index(t, true)?
+            } else {
+                self.read_only_index()?
+            };
             self.index = Some(ix);
         }
         Ok(())
     }
 
+    /// The index of the newest committed transaction for a reader without a lock
+    /// (`--bypass-lock`), built in memory: the newest `index.N` not beyond the segments, plus
+    /// the committed segments after it. Nothing is written or removed: borg's reader path
+    /// (`check_transaction` -> `replay_segments` -> `write_index`) rewrites `index.N`,
+    /// `hints.N` and `integrity.N` and deletes the older ones, so a reader opening the
+    /// repository while a writer commits (between the commit tag and the index) could
+    /// make the writer's own rename of those files fail ("hints.N: file not found").
+    fn read_only_index(&mut self) -> Result<NsIndex> {
+        let index_tid = self.get_index_transaction_id()?;
+        let Some(segments_tid) = self.io.get_segments_transaction_id()? else {
+            return match index_tid {
+                Some(_) => Err(Error::CheckNeeded(format!(
+                    "{}\" - although likely this is \"beyond repair",
+                    path_str(&self.path)
+                ))),
+                None => Ok(NsIndex::new()),
+            };
+        };
+        // (a writer may remove the older index at any moment: then replay everything)
+        let (index, from) = match index_tid.filter(|&t| t <= segments_tid) {
+            Some(t) => match index_files::load_index(&self.path, t) {
+                Ok(ix) => (ix, Some(t)),
+                Err(_) => (NsIndex::new(), None),
+            },
+            None => (NsIndex::new(), None),
+        };
+        if from == Some(segments_tid) {
+            return Ok(index);
+        }
+        self.index = Some(index);
+        for (segment, _) in self.io.segment_list(None, false)? {
+            if from.is_some_and(|t| segment <= t) {
+                continue;
+            }
+            if segment > segments_tid {
+                break;
+            }
+            let objects = self
+                .io
+                .iter_objects(segment, 0, false, true)?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            self.update_index(segment, &objects, None)?;
+        }
+        Ok(self.index.take().unwrap_or_default())
+    }
+
     fn ensure_txn(&mut self) -> Result<()> {
         self.ensure_open()?;
         if !self.active_txn {
+            if !self.do_lock {
+                // an index built by `read_only_index` does not match the hints on disk:
+                // let `prepare_txn` load both
+                self.index = None;
+            }
             let t = self.get_transaction_id()?;
             self.prepare_txn(t, true)?;
         }
