@@ -6,6 +6,7 @@
 # Usage: remote-throughput.sh [RBORG_BINARY] [SIZE_MIB] [ROUNDS]
 # (defaults target/release/rborg, 512, 3). Prints one line per round and operation.
 # SERVE=/usr/bin/borg makes the server side real borg 1.2's `borg serve` instead of rborg's.
+# LATENCY_MS=N delays each direction of the pipe by N ms (latency-relay.py), as a network would.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rborg=$(readlink -f "${1:-target/release/rborg}")
@@ -25,9 +26,11 @@ while [ $# -gt 0 ]; do
     *) shift; break ;;
   esac
 done
+if [ -n "${LATENCY_MS:-}" ]; then exec /usr/bin/python3 "$LATENCY_RELAY" "$LATENCY_MS" sh -c "$*"; fi
 exec sh -c "$*"
 SH
 chmod +x "$work/bin/fake-ssh"
+export LATENCY_RELAY=$PWD/benches/compare/latency-relay.py
 export BORG_RSH=$work/bin/fake-ssh BORG_REMOTE_PATH=${SERVE:-$work/bin/borg}
 /usr/bin/python3 testdata/gen/gen-dataset.py --size-mib "$size_mib" --seed 1 "$work/data" > /dev/null
 now() { date +%s.%N; }
