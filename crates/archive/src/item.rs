@@ -245,6 +245,16 @@ impl Item {
                 .ok_or_else(|| Error::InvalidItem("item key is not a string".into()))?
                 .to_vec();
             let name = std::str::from_utf8(&key).unwrap_or("");
+            // borg unpacks into a dict: a repeated key keeps its first position and takes the
+            // last value (found by the `items` fuzz target: the re-encoded item lost its path)
+            let repeated = item.order.contains(&key);
+            if repeated {
+                item.extra.retain(|(n, _)| *n != key);
+                item.clear_field(name);
+                if name == "path" {
+                    has_path = false;
+                }
+            }
             let known = match name {
                 "path" => raw(v).map(|p| {
                     item.path = p;
@@ -295,7 +305,9 @@ impl Item {
                 }
                 item.extra.push((key.clone(), v.clone()));
             }
-            item.order.push(key);
+            if !repeated {
+                item.order.push(key);
+            }
         }
         if !has_path {
             return Err(Error::InvalidItem("item has no path".into()));

@@ -174,9 +174,12 @@ pub fn unpack(data: &[u8]) -> Result<Value> {
 }
 
 /// Look up `key` in a msgpack map (str or bin key, compared as raw bytes like borg's `raw=True`).
+/// Of a key repeated in a (damaged or forged) map the last value counts, as in the Python dict
+/// borg unpacks into.
 pub fn map_get<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
     map.as_map()?
         .iter()
+        .rev()
         .find(|(k, _)| key_bytes(k) == key.as_bytes())
         .map(|(_, v)| v)
 }

@@ -196,9 +196,11 @@ fn verify(
     let Value::Map(entries) = &mut value else {
         return Err(Error::Msgpack("metadata is not a map".into()));
     };
+    // borg unpacks into a dict: of repeated `tam` keys the last one counts and `pop` removes
+    // the key altogether (a map with two was found by the `archive_meta` fuzz target).
     let Some(pos) = entries
         .iter()
-        .position(|(k, _)| msgpack::key_bytes(k) == b"tam")
+        .rposition(|(k, _)| msgpack::key_bytes(k) == b"tam")
     else {
         if required {
             return Err(missing(&value));
@@ -210,6 +212,7 @@ fn verify(
         });
     };
     let (_, tam) = entries.remove(pos);
+    entries.retain(|(k, _)| msgpack::key_bytes(k) != b"tam");
     if !tam.is_map() {
         return Err(invalid());
     }

@@ -1,0 +1,11 @@
+//! Fuzz target `items`: see `fuzz/checks/items.rs` (shared with the regression test that
+//! replays its seeds and crashes).
+
+#![no_main]
+
+#[path = "../checks/items.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    check::run(data);
+});

@@ -1,0 +1,13 @@
+//! Fuzz target `manifest`: see `fuzz/checks/manifest.rs` (shared with the regression test that
+//! replays its seeds and crashes).
+
+#![no_main]
+
+#[path = "../checks/manifest.rs"]
+mod check;
+#[path = "../checks/keys.rs"]
+mod keys;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    check::run(data);
+});
