@@ -11,27 +11,14 @@
 
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
 use rborg_remote::server::{serve_bytes, ServeOptions};
 
-fn base() -> &'static PathBuf {
-    static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let base = std::env::var_os("RBORG_FUZZ_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("rborg-fuzz-{}", std::process::id()))
-            });
-        std::fs::create_dir_all(&base).expect("scratch directory");
-        base
-    })
-}
+#[path = "../checks/scratch.rs"]
+mod scratch;
 
 fuzz_target!(|data: &[u8]| {
-    let base = base();
+    let base = scratch::dir();
     let work = base.join("w");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir(&work).expect("work directory");

@@ -726,11 +726,18 @@ impl LocalRepository {
 
     fn replay_inner(&mut self, index_tid: Option<u32>, segments_tid: u32) -> Result<()> {
         self.prepare_txn(index_tid, false)?;
+        self.apply_segments(index_tid, segments_tid)?;
+        self.write_index()
+    }
+
+    /// Applies the committed segments after `after` (all when `None`) up to `up_to` to the
+    /// index in memory (borg's `replay_segments` loop; shared by replay and lock-free readers).
+    fn apply_segments(&mut self, after: Option<u32>, up_to: u32) -> Result<()> {
         for (segment, _) in self.io.segment_list(None, false)? {
-            if index_tid.is_some_and(|t| segment <= t) {
+            if after.is_some_and(|t| segment <= t) {
                 continue;
             }
-            if segment > segments_tid {
+            if segment > up_to {
                 break;
             }
             let objects = self
@@ -739,7 +746,7 @@ impl LocalRepository {
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             self.update_index(segment, &objects, None)?;
         }
-        self.write_index()
+        Ok(())
     }
 
     /// Apply the entries of one segment to index/segments/compact (shared by replay and check).
@@ -894,19 +901,7 @@ impl LocalRepository {
             return Ok(index);
         }
         self.index = Some(index);
-        for (segment, _) in self.io.segment_list(None, false)? {
-            if from.is_some_and(|t| segment <= t) {
-                continue;
-            }
-            if segment > segments_tid {
-                break;
-            }
-            let objects = self
-                .io
-                .iter_objects(segment, 0, false, true)?
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            self.update_index(segment, &objects, None)?;
-        }
+        self.apply_segments(from, segments_tid)?;
         Ok(self.index.take().unwrap_or_default())
     }
 
