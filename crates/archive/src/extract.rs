@@ -42,7 +42,8 @@ use rborg_repository::{ObjectId, Repository};
 
 use crate::archive::{open_object, ArchiveMeta, ReadError, PREFETCH};
 use crate::item::{
-    hardlinkable, ChunkListEntry, Item, ItemUnpacker, S_IFBLK, S_IFCHR, S_IFIFO, S_IFREG,
+    hardlinkable, strip_components, stripped_away, ChunkListEntry, Item, ItemUnpacker, S_IFBLK,
+    S_IFCHR, S_IFIFO, S_IFREG,
 };
 use crate::patterns::PatternMatcher;
 
@@ -335,15 +336,6 @@ fn acl_xattr(text: &[u8], numeric_ids: bool, owners: &mut Owners) -> Option<Vec<
     })
 }
 
-/// Drops the first `n` components of an archive path.
-fn strip(path: &[u8], n: usize) -> Vec<u8> {
-    if n == 0 {
-        return path.to_vec();
-    }
-    let parts: Vec<&[u8]> = path.split(|&b| b == b'/').skip(n).collect();
-    parts.join(&b'/')
-}
-
 /// Refuses absolute paths and `..` components, so nothing is written outside the destination.
 fn check_relative(path: &[u8]) -> Result<(), ExtractError> {
     if path.starts_with(b"/") || path.split(|&b| b == b'/').any(|c| c == b"..") {
@@ -435,7 +427,7 @@ impl Extractor<'_> {
             return Ok(false);
         };
         check_relative(&source).map_err(ItemError::Fatal)?;
-        let default = self.dest.join(OsStr::from_bytes(&strip(
+        let default = self.dest.join(OsStr::from_bytes(&strip_components(
             &source,
             self.opts.strip_components,
         )));
@@ -709,9 +701,7 @@ fn selected_size(
             if item.chunks.is_some() {
                 sizes.insert(item.path.clone(), size);
             }
-            let stripped_away = opts.strip_components > 0
-                && item.path.split(|&b| b == b'/').count() <= opts.strip_components;
-            if matcher.matches(&item.path) && !stripped_away {
+            if matcher.matches(&item.path) && !stripped_away(&item.path, opts.strip_components) {
                 total += size;
             }
         }
@@ -768,7 +758,10 @@ pub fn extract_archive<'a>(
                 continue;
             }
             let mode = item.mode.unwrap_or(0);
-            let matched = matcher.matches(&item.path);
+            // borg's build_filter: an item stripped down to nothing counts as not matched, so
+            // a link group's master that --strip-components removes still lends its chunks.
+            let matched =
+                matcher.matches(&item.path) && !stripped_away(&item.path, opts.strip_components);
             if let Some(masters) = &mut ex.masters {
                 if !matched
                     && hardlinkable(mode)
@@ -779,11 +772,6 @@ pub fn extract_archive<'a>(
                 }
             }
             if !matched {
-                continue;
-            }
-            if opts.strip_components > 0
-                && item.path.split(|&b| b == b'/').count() <= opts.strip_components
-            {
                 continue;
             }
             let reads_content =
@@ -799,7 +787,7 @@ pub fn extract_archive<'a>(
                 read_ahead.announce(&mut *ex.repository, first)?;
             }
             let original_path = item.path.clone();
-            item.path = strip(&item.path, opts.strip_components);
+            item.path = strip_components(&item.path, opts.strip_components);
             if !opts.dry_run {
                 while dirs.last().is_some_and(|d| !item.path.starts_with(&d.path)) {
                     if let Some(d) = dirs.pop() {
@@ -860,13 +848,6 @@ mod tests {
         assert_eq!(v, want);
         assert!(acl_xattr(b"bogus::rw-", false, &mut owners).is_none());
         assert!(acl_xattr(b"user::rwz", false, &mut owners).is_none());
-    }
-
-    #[test]
-    fn strips_components() {
-        assert_eq!(strip(b"a/b/c", 1), b"b/c");
-        assert_eq!(strip(b"a/b/c", 0), b"a/b/c");
-        assert_eq!(strip(b"a", 1), b"");
     }
 
     #[test]

@@ -88,6 +88,24 @@ pub fn hardlinkable(mode: u32) -> bool {
     matches!(mode & S_IFMT, S_IFREG | S_IFBLK | S_IFCHR | S_IFIFO)
 }
 
+/// `--strip-components n` applied to an archive path: drops the first `n` `/`-separated
+/// components (borg's `os.sep.join(path.split(os.sep)[n:])`); empty when nothing is left.
+pub fn strip_components(path: &[u8], n: usize) -> Vec<u8> {
+    if n == 0 {
+        return path.to_vec();
+    }
+    path.split(|&b| b == b'/')
+        .skip(n)
+        .collect::<Vec<_>>()
+        .join(&b'/')
+}
+
+/// Whether `--strip-components n` leaves nothing of `path`: borg's `build_filter` counts such
+/// an item as not matched (so a hard link master it removes still lends its chunks).
+pub fn stripped_away(path: &[u8], n: usize) -> bool {
+    n > 0 && path.split(|&b| b == b'/').count() <= n
+}
+
 /// One archive item with every key borg 1.2 writes (`constants.ITEM_KEYS` plus `deleted` and
 /// `nlink`).
 ///
@@ -595,6 +613,17 @@ fn is_eof(e: &rmpv::decode::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strips_components_like_borg() {
+        assert_eq!(strip_components(b"a/b/c", 1), b"b/c");
+        assert_eq!(strip_components(b"a/b/c", 2), b"c");
+        assert_eq!(strip_components(b"a/b/c", 0), b"a/b/c");
+        assert_eq!(strip_components(b"a", 1), b"");
+        assert!(stripped_away(b"a/b", 2));
+        assert!(!stripped_away(b"a/b/c", 2));
+        assert!(!stripped_away(b"a", 0));
+    }
 
     fn sample() -> Vec<u8> {
         let v = Value::Map(vec![

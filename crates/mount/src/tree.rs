@@ -8,7 +8,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use rborg_archive::item::{hardlinkable, Item, S_IFDIR, S_IFMT};
+use rborg_archive::item::{hardlinkable, strip_components, stripped_away, Item, S_IFDIR, S_IFMT};
 use rborg_archive::{ArchiveMeta, ChunkListEntry, ItemIter, Manifest, ReadError};
 use rborg_crypto::Key;
 use rborg_repository::Repository;
@@ -129,13 +129,6 @@ fn chunks_hash(chunks: &[ChunkListEntry]) -> u64 {
         c.id.hash(&mut h);
     }
     h.finish()
-}
-
-fn strip(path: &[u8], n: usize) -> Vec<u8> {
-    path.split(|&b| b == b'/')
-        .skip(n)
-        .collect::<Vec<_>>()
-        .join(&b'/')
 }
 
 impl Tree {
@@ -270,10 +263,7 @@ impl Tree {
                 continue;
             }
             let mode = item.mode.unwrap_or(0);
-            let mut matched = filter.matches(&item.path);
-            if matched && strip_n > 0 {
-                matched = item.path.split(|&b| b == b'/').count() > strip_n;
-            }
+            let matched = filter.matches(&item.path) && !stripped_away(&item.path, strip_n);
             if partial
                 && !matched
                 && hardlinkable(mode)
@@ -286,7 +276,7 @@ impl Tree {
                 continue;
             }
             if strip_n > 0 {
-                item.path = strip(&item.path, strip_n);
+                item.path = strip_components(&item.path, strip_n);
             }
             let path = item.path.clone();
             let is_dir = mode & S_IFMT == S_IFDIR;
@@ -333,7 +323,7 @@ impl Tree {
         let mode = item.mode.unwrap_or(0);
         let inode = match item.source.clone() {
             Some(source) if hardlinkable(mode) => {
-                let stripped = strip(&source, self.opts.strip_components);
+                let stripped = strip_components(&source, self.opts.strip_components);
                 let (chunks, link_target) = masters
                     .get(&source)
                     .cloned()
@@ -405,12 +395,6 @@ mod tests {
             b"input/hardlink1/hardlink1.00001"
         );
         assert_eq!(versioned_name(b"d.d/f", 1, false), b"d.d/f.00001");
-    }
-
-    #[test]
-    fn strip_drops_leading_components() {
-        assert_eq!(strip(b"a/b/c", 2), b"c");
-        assert_eq!(strip(b"a/b/c", 0), b"a/b/c");
     }
 
     #[test]
