@@ -128,8 +128,9 @@ pub enum Error {
     /// Invalid chunker parameters.
     #[error("invalid chunker params: {0}")]
     Params(#[from] ParamsError),
-    /// Reading or seeking the input failed.
-    #[error("chunker I/O error: {0}")]
+    /// Reading or seeking the input failed (shown as the OS error alone: callers say which
+    /// file and operation, as borg's `path: read: [Errno 5] ...`).
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// A file map is only meaningful for the fixed chunker (borg's `ChunkerFixed.chunkify(fmap=)`).
     #[error("a file map can only be used with the fixed chunker")]

@@ -97,6 +97,9 @@ pub enum Error {
     /// Other I/O errors.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// An I/O error on a segment file ([`SegmentError::File`]: path, operation, OS error).
+    #[error(transparent)]
+    SegmentFile(SegmentError),
     /// `PathNotAllowed` (`borg/remote.py`): `borg serve --restrict-to-path/--restrict-to-repository`
     /// refused the repository path.
     #[error("Repository path not allowed: {0}")]
@@ -128,6 +131,7 @@ impl From<SegmentError> for Error {
     fn from(e: SegmentError) -> Self {
         match e {
             SegmentError::Io(io) => Error::Io(io),
+            file @ SegmentError::File { .. } => Error::SegmentFile(file),
             other => Error::Integrity(other),
         }
     }
@@ -159,7 +163,7 @@ impl Error {
                 "ValueError"
             }
             Error::Lock(_) => "LockError",
-            Error::Io(_) => "OSError",
+            Error::Io(_) | Error::SegmentFile(_) => "OSError",
             Error::PathNotAllowed(_) => "PathNotAllowed",
             Error::RemoteIntegrity(_) => "IntegrityError",
             Error::InvalidRpcMethod(_) => "InvalidRPCMethod",

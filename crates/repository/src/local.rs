@@ -105,6 +105,9 @@ pub struct LocalRepository {
     pub(crate) max_segment_size: u64,
     created: bool,
     closed: bool,
+    /// A write of this transaction failed with ENOSPC: closing removes its uncommitted
+    /// segments at once to give the space back (borg's `Repository.__exit__`).
+    no_space: bool,
 }
 
 /// Saturating `+=` for the per-segment counters: their values come from the hints file, which
@@ -340,6 +343,7 @@ impl LocalRepository {
             storage_quota_use: 0,
             shadow_index: HashMap::new(),
             active_txn: false,
+            no_space: false,
             transaction_doomed: None,
             created: false,
             closed: false,
@@ -400,10 +404,18 @@ impl LocalRepository {
         self.io.set_fsync(fsync);
     }
 
-    /// Release the lock and close files. Uncommitted changes are discarded.
+    /// Release the lock and close files. Uncommitted changes are discarded; after a write that
+    /// failed for lack of space they are also deleted, as borg does, so the file system is not
+    /// left full (otherwise the next open would clean them up).
     pub fn close(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
+        }
+        if self.active_txn && self.no_space {
+            eprintln!("No space left on device, cleaning up partial transaction to free space.");
+            // flushing the write segment fails again; it is deleted right after
+            let _ = self.io.close();
+            self.rollback_cleanup()?;
         }
         self.closed = true;
         self.io.close()?;
@@ -921,6 +933,60 @@ impl LocalRepository {
 
     /// Common part of put (superseding) and delete: account the old PUT as freeable, write a
     /// DELETE and record the shadowed segment (always, as borg >= 1.2.7 does).
+    /// `put` of the trait (which records an ENOSPC on the way out).
+    fn put_object(&mut self, id: &ObjectId, data: &[u8]) -> Result<()> {
+        self.ensure_txn()?;
+        let existing = self.index.as_mut().and_then(|i| i.get_borg(id));
+        if let Some(old) = existing {
+            // borg 1.2.4 passes update_shadow_index=False here; that can resurrect deleted
+            // objects after compaction (borg issue #6687, fixed in 1.2.7 by PR #7896, which
+            // we follow: the DELETE written here must be recorded in the shadow index too).
+            self.delete_entry(id, old)?;
+        }
+        let (segment, offset) = self.io.write_put(id, data, false)?;
+        self.storage_quota_use = self
+            .storage_quota_use
+            .saturating_add(data.len() as u64 + u64::from(segment::PUT_HEADER_SIZE));
+        add(self.segments.entry(segment).or_insert(0), 1);
+        self.index
+            .get_or_insert_with(NsIndex::new)
+            .try_insert(*id, NsEntry { segment, offset })?;
+        if self.storage_quota != 0 && self.storage_quota_use > self.storage_quota {
+            self.transaction_doomed = Some((self.storage_quota, self.storage_quota_use));
+            return Err(Error::StorageQuotaExceeded {
+                quota: format_file_size(self.storage_quota as i64),
+                used: format_file_size(self.storage_quota_use as i64),
+            });
+        }
+        Ok(())
+    }
+
+    /// `delete` of the trait (which records an ENOSPC on the way out).
+    fn delete_object(&mut self, id: &ObjectId) -> Result<()> {
+        self.ensure_txn()?;
+        let old = match self.index.as_mut() {
+            Some(index) => match index.get_borg(id) {
+                Some(e) => {
+                    index.remove(id);
+                    e
+                }
+                None => return Err(self.object_not_found(id)),
+            },
+            None => return Err(self.object_not_found(id)),
+        };
+        self.delete_entry(id, old)
+    }
+
+    /// Remembers that a write failed for lack of space (see [`LocalRepository::close`]).
+    fn note_no_space<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            if is_no_space(e) {
+                self.no_space = true;
+            }
+        }
+        result
+    }
+
     fn delete_entry(&mut self, id: &ObjectId, old: NsEntry) -> Result<()> {
         self.shadow_index.entry(*id).or_default().push(old.segment);
         if let Some(c) = self.segments.get_mut(&old.segment) {
@@ -1103,49 +1169,18 @@ impl Repository for LocalRepository {
     }
 
     fn put(&mut self, id: &ObjectId, data: &[u8]) -> Result<()> {
-        self.ensure_txn()?;
-        let existing = self.index.as_mut().and_then(|i| i.get_borg(id));
-        if let Some(old) = existing {
-            // borg 1.2.4 passes update_shadow_index=False here; that can resurrect deleted
-            // objects after compaction (borg issue #6687, fixed in 1.2.7 by PR #7896, which
-            // we follow: the DELETE written here must be recorded in the shadow index too).
-            self.delete_entry(id, old)?;
-        }
-        let (segment, offset) = self.io.write_put(id, data, false)?;
-        self.storage_quota_use = self
-            .storage_quota_use
-            .saturating_add(data.len() as u64 + u64::from(segment::PUT_HEADER_SIZE));
-        add(self.segments.entry(segment).or_insert(0), 1);
-        self.index
-            .get_or_insert_with(NsIndex::new)
-            .try_insert(*id, NsEntry { segment, offset })?;
-        if self.storage_quota != 0 && self.storage_quota_use > self.storage_quota {
-            self.transaction_doomed = Some((self.storage_quota, self.storage_quota_use));
-            return Err(Error::StorageQuotaExceeded {
-                quota: format_file_size(self.storage_quota as i64),
-                used: format_file_size(self.storage_quota_use as i64),
-            });
-        }
-        Ok(())
+        let result = self.put_object(id, data);
+        self.note_no_space(result)
     }
 
     fn delete(&mut self, id: &ObjectId) -> Result<()> {
-        self.ensure_txn()?;
-        let old = match self.index.as_mut() {
-            Some(index) => match index.get_borg(id) {
-                Some(e) => {
-                    index.remove(id);
-                    e
-                }
-                None => return Err(self.object_not_found(id)),
-            },
-            None => return Err(self.object_not_found(id)),
-        };
-        self.delete_entry(id, old)
+        let result = self.delete_object(id);
+        self.note_no_space(result)
     }
 
     fn commit(&mut self, compact: bool, threshold: f64) -> Result<()> {
-        self.commit_inner(compact, threshold, false)
+        let result = self.commit_inner(compact, threshold, false);
+        self.note_no_space(result)
     }
 
     fn rollback(&mut self) -> Result<()> {
@@ -1308,6 +1343,24 @@ impl Repository for LocalRepository {
             other => Ok(other?),
         }
     }
+}
+
+/// Whether `e` comes from an ENOSPC anywhere in its chain of causes.
+fn is_no_space(e: &Error) -> bool {
+    // `Error::Io` is transparent: its `source()` skips the io::Error itself
+    if let Error::Io(io) = e {
+        return io.raw_os_error() == Some(libc::ENOSPC);
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::ENOSPC) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -138,16 +138,39 @@ pub enum SegmentError {
     /// The write segment is full and the caller asked not to roll over (`LoggedIO.SegmentFull`).
     #[error("segment is full")]
     SegmentFull,
+    /// An I/O error on one segment file (a failing disk, a full or read-only file system),
+    /// with the file and what was being done, so the user knows where to look.
+    #[error("{}: {op}: {source}", path.display())]
+    File {
+        /// The segment file (or segment directory).
+        path: PathBuf,
+        /// `open`, `read`, `write`, `fsync`, ...
+        op: &'static str,
+        /// The operating system's error.
+        source: io::Error,
+    },
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// Wraps an I/O error on `path` into [`SegmentError::File`].
+fn file_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> SegmentError + 'a {
+    move |source| SegmentError::File {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
 }
 
 impl SegmentError {
     /// True if this error means the on-disk data is bad (borg's `IntegrityError`), as opposed to
     /// an I/O failure or a caller error.
     pub fn is_integrity_error(&self) -> bool {
-        !matches!(self, SegmentError::Io(_) | SegmentError::SegmentFull)
+        !matches!(
+            self,
+            SegmentError::Io(_) | SegmentError::File { .. } | SegmentError::SegmentFull
+        )
     }
 }
 
@@ -223,17 +246,23 @@ struct WriteSegment {
 }
 
 impl WriteSegment {
-    fn sync(&mut self) -> io::Result<()> {
-        self.file.flush()?;
-        self.file.get_ref().sync_data()
+    fn sync(&mut self) -> Result<(), SegmentError> {
+        self.file.flush().map_err(file_err(&self.path, "write"))?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(file_err(&self.path, "fsync"))
     }
 
-    fn close(mut self, fsync: bool) -> io::Result<()> {
-        self.file.flush()?;
+    fn close(mut self, fsync: bool) -> Result<(), SegmentError> {
+        self.file.flush().map_err(file_err(&self.path, "write"))?;
         if fsync {
-            self.file.get_ref().sync_data()?;
+            self.file
+                .get_ref()
+                .sync_data()
+                .map_err(file_err(&self.path, "fsync"))?;
             if let Some(dir) = self.path.parent() {
-                sync_dir(dir)?;
+                sync_dir(dir).map_err(file_err(dir, "fsync"))?;
             }
         }
         Ok(())
@@ -398,15 +427,16 @@ impl LoggedIO {
         let mut f = match File::open(&name) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(file_err(&name, "open")(e)),
         };
-        let len = f.metadata()?.len();
+        let len = f.metadata().map_err(file_err(&name, "stat"))?.len();
         if len < u64::from(HEADER_SIZE) {
             return Ok(false);
         }
-        f.seek(SeekFrom::End(-(HEADER_SIZE as i64)))?;
         let mut tail = [0u8; 9];
-        f.read_exact(&mut tail)?;
+        (f.seek(SeekFrom::End(-(HEADER_SIZE as i64))))
+            .and_then(|_| f.read_exact(&mut tail))
+            .map_err(file_err(&name, "read"))?;
         if tail != commit_entry() {
             return Ok(false);
         }
@@ -449,7 +479,7 @@ impl LoggedIO {
             let name = self.segment_filename(self.segment);
             if let Some(dir) = name.parent() {
                 if !dir.exists() {
-                    fs::create_dir(dir)?;
+                    fs::create_dir(dir).map_err(file_err(dir, "mkdir"))?;
                     if self.fsync {
                         sync_dir(&self.path.join("data"))?;
                     }
@@ -458,9 +488,10 @@ impl LoggedIO {
             let file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(&name)?;
+                .open(&name)
+                .map_err(file_err(&name, "open"))?;
             let mut file = BufWriter::with_capacity(1 << 20, file);
-            file.write_all(MAGIC)?;
+            file.write_all(MAGIC).map_err(file_err(&name, "write"))?;
             self.offset = u64::from(MAGIC_LEN);
             self.fds.remove(&self.segment);
             self.write = Some(WriteSegment { file, path: name });
@@ -503,10 +534,16 @@ impl LoggedIO {
 
     /// The first 8 bytes of a segment.
     pub fn get_segment_magic(&mut self, segment: u32) -> Result<Vec<u8>, SegmentError> {
-        let f = File::open(self.segment_filename(segment))?;
+        let name = self.segment_filename(segment);
+        let f = File::open(&name).map_err(file_err(&name, "open"))?;
         let mut buf = Vec::with_capacity(8);
-        f.take(8).read_to_end(&mut buf)?;
+        (f.take(8).read_to_end(&mut buf)).map_err(file_err(&name, "read"))?;
         Ok(buf)
+    }
+
+    /// [`SegmentError::File`] for segment `segment` (its path is only formatted on error).
+    fn file_error(&self, segment: u32, op: &'static str, source: io::Error) -> SegmentError {
+        file_err(&self.segment_filename(segment), op)(source)
     }
 
     fn get_fd(&mut self, segment: u32) -> Result<&File, SegmentError> {
@@ -518,7 +555,8 @@ impl LoggedIO {
                     self.fds.remove(&oldest);
                 }
             }
-            let f = File::open(self.segment_filename(segment))?;
+            let name = self.segment_filename(segment);
+            let f = File::open(&name).map_err(file_err(&name, "open"))?;
             self.fds.insert(segment, (clock, f));
         }
         let slot = self
@@ -541,24 +579,28 @@ impl LoggedIO {
     ) -> Result<SegmentIter, SegmentError> {
         if self.write.is_some() && segment == self.segment {
             if let Some(w) = self.write.as_mut() {
-                w.file.flush()?;
+                w.file.flush().map_err(file_err(&w.path, "write"))?;
             }
         }
-        let file = File::open(self.segment_filename(segment))?;
+        let path = self.segment_filename(segment);
+        let file = File::open(&path).map_err(file_err(&path, "open"))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut offset = u64::from(offset);
         if offset == 0 {
             let mut magic = [0u8; 8];
-            let n = read_fully(&mut reader, &mut magic)?;
+            let n = read_fully(&mut reader, &mut magic).map_err(file_err(&path, "read"))?;
             if n != 8 || &magic != MAGIC {
                 return Err(SegmentError::BadMagic { segment });
             }
             offset = u64::from(MAGIC_LEN);
         } else {
-            reader.seek(SeekFrom::Start(offset))?;
+            reader
+                .seek(SeekFrom::Start(offset))
+                .map_err(file_err(&path, "seek"))?;
         }
         Ok(SegmentIter {
             reader,
+            path,
             segment,
             offset,
             include_data,
@@ -598,13 +640,16 @@ impl LoggedIO {
     ) -> Result<(u32, Vec<u8>), SegmentError> {
         if self.write.is_some() && segment == self.segment {
             if let Some(w) = self.write.as_mut() {
-                w.file.flush()?;
+                w.file.flush().map_err(file_err(&w.path, "write"))?;
             }
         }
         let fd = self.get_fd(segment)?;
         let off = u64::from(offset);
         let mut header = [0u8; PUT_HEADER_SIZE as usize];
-        let n = pread_fully(fd, &mut header, off)?;
+        let n = match pread_fully(fd, &mut header, off) {
+            Ok(n) => n,
+            Err(e) => return Err(self.file_error(segment, "read", e)),
+        };
         if n < header.len() {
             return Err(SegmentError::ShortHeader {
                 segment,
@@ -620,7 +665,10 @@ impl LoggedIO {
         let mut data = Vec::new();
         if read_data {
             data = vec![0u8; length];
-            let got = pread_fully(fd, &mut data, off + u64::from(PUT_HEADER_SIZE))?;
+            let got = match pread_fully(fd, &mut data, off + u64::from(PUT_HEADER_SIZE)) {
+                Ok(got) => got,
+                Err(e) => return Err(self.file_error(segment, "read", e)),
+            };
             if got != length {
                 return Err(SegmentError::ShortRead {
                     segment,
@@ -636,7 +684,10 @@ impl LoggedIO {
                 });
             }
         } else {
-            let file_len = fd.metadata()?.len();
+            let file_len = match fd.metadata() {
+                Ok(md) => md.len(),
+                Err(e) => return Err(self.file_error(segment, "stat", e)),
+            };
             let avail = file_len.saturating_sub(off + u64::from(PUT_HEADER_SIZE));
             if avail < length as u64 {
                 return Err(SegmentError::ShortRead {
@@ -680,10 +731,11 @@ impl LoggedIO {
         hdr[4] = TAG_PUT;
         let crc = crc_entry(&hdr, &[id, data]);
         let w = self.get_write_fd(false, want_new, raise_full)?;
-        w.file.write_all(&crc.to_le_bytes())?;
-        w.file.write_all(&hdr)?;
-        w.file.write_all(id)?;
-        w.file.write_all(data)?;
+        let written = (w.file.write_all(&crc.to_le_bytes()))
+            .and_then(|()| w.file.write_all(&hdr))
+            .and_then(|()| w.file.write_all(id))
+            .and_then(|()| w.file.write_all(data));
+        written.map_err(file_err(&w.path, "write"))?;
         let offset = self.offset;
         self.offset += u64::from(size);
         Ok((self.segment, offset as u32))
@@ -701,9 +753,10 @@ impl LoggedIO {
         hdr[4] = TAG_DELETE;
         let crc = crc_entry(&hdr, &[id]);
         let w = self.get_write_fd(false, want_new, raise_full)?;
-        w.file.write_all(&crc.to_le_bytes())?;
-        w.file.write_all(&hdr)?;
-        w.file.write_all(id)?;
+        let written = (w.file.write_all(&crc.to_le_bytes()))
+            .and_then(|()| w.file.write_all(&hdr))
+            .and_then(|()| w.file.write_all(id));
+        written.map_err(file_err(&w.path, "write"))?;
         self.offset += u64::from(PUT_HEADER_SIZE);
         Ok((self.segment, PUT_HEADER_SIZE))
     }
@@ -717,7 +770,9 @@ impl LoggedIO {
         if intermediate && fsync {
             w.sync()?;
         }
-        w.file.write_all(&commit_entry())?;
+        w.file
+            .write_all(&commit_entry())
+            .map_err(file_err(&w.path, "write"))?;
         self.close_segment()?;
         Ok(self.segment.wrapping_sub(1))
     }
@@ -868,6 +923,7 @@ impl Iterator for SegmentFiles {
 /// Iterator over the entries of one segment (see [`LoggedIO::iter_objects`]).
 pub struct SegmentIter {
     reader: BufReader<File>,
+    path: PathBuf,
     segment: u32,
     offset: u64,
     include_data: bool,
@@ -877,6 +933,13 @@ pub struct SegmentIter {
 
 impl SegmentIter {
     fn next_entry(&mut self) -> Result<Option<SegmentEntry>, SegmentError> {
+        self.read_entry().map_err(|e| match e {
+            SegmentError::Io(source) => file_err(&self.path, "read")(source),
+            other => other,
+        })
+    }
+
+    fn read_entry(&mut self) -> Result<Option<SegmentEntry>, SegmentError> {
         let segment = self.segment;
         let offset = self.offset;
         let mut header = [0u8; HEADER_SIZE as usize];
