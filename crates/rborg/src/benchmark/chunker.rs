@@ -1,18 +1,12 @@
-//! `rborg benchmark ...`: measure rborg's building blocks on the user's own data.
+//! `rborg benchmark chunker`: one chunker's speed on some files, or its boundaries (`--list`).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use clap::Args;
 use rborg_chunker::{Chunker, ChunkerParams};
-
-#[derive(Debug, Subcommand)]
-pub enum BenchmarkCommand {
-    /// Chunk files and report the speed; with --list print every chunk's offset and length.
-    Chunker(ChunkerArgs),
-}
 
 #[derive(Debug, Args)]
 pub struct ChunkerArgs {
@@ -39,13 +33,7 @@ pub struct ChunkerArgs {
     files: Vec<PathBuf>,
 }
 
-pub fn run(cmd: BenchmarkCommand) -> anyhow::Result<u8> {
-    match cmd {
-        BenchmarkCommand::Chunker(args) => chunker(args),
-    }
-}
-
-fn chunker(args: ChunkerArgs) -> anyhow::Result<u8> {
+pub fn run(args: ChunkerArgs) -> anyhow::Result<u8> {
     let params: ChunkerParams = args
         .chunker_params
         .parse()
