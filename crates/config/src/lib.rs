@@ -223,11 +223,13 @@ fn finish(
             .collect(),
         _ => Vec::new(),
     };
+    let readable_secret = readable_passphrase_warning(&tree);
     interpolate::apply_constants(&mut tree, &constants);
     if let Some(env) = env {
         interpolate::resolve_env(&mut tree, "", env)?;
     }
-    let warnings = normalize::normalize(&path.display().to_string(), &mut tree)?;
+    let mut warnings = normalize::normalize(&path.display().to_string(), &mut tree)?;
+    warnings.extend(readable_secret);
 
     let mut errors = Vec::new();
     let top = schema::schema();
@@ -253,6 +255,35 @@ fn finish(
         tree,
         warnings,
         files,
+    })
+}
+
+/// A warning when the file that holds a literal `encryption_passphrase` (top level or 1.7's
+/// `storage:` section, before `${VAR}`/`{credential ...}` resolution) can be read by other users:
+/// anyone who can read it can decrypt the repository. borgmatic does not check this; ssh does
+/// the same for private keys.
+fn readable_passphrase_warning(tree: &Node) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let node = tree.get("encryption_passphrase").or_else(|| {
+        tree.get("storage")
+            .and_then(|s| s.get("encryption_passphrase"))
+    })?;
+    let Value::Str(text) = &node.value else {
+        return None;
+    };
+    if text.is_empty() || text.contains("${") || text.trim_start().starts_with("{credential") {
+        return None;
+    }
+    let file = node.mark.file.as_path();
+    let mode = std::fs::metadata(file).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "{}: holds an encryption passphrase and other users can read it (mode {:04o}): \
+             run `chmod 600 {}`, or move the passphrase to a credential or environment variable",
+            file.display(),
+            mode & 0o7777,
+            file.display()
+        )
     })
 }
 

@@ -55,6 +55,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Keys, the passphrase and BORG_PASSPHRASE (in the environment) live in this process: not
+    // dumpable, a crash writes no core file holding them, and other processes of the same user
+    // can neither read /proc/PID/environ nor attach a debugger (as ssh-agent does). Programs
+    // rborg starts (hooks, database dumps, ssh) are dumpable again after their exec.
+    let _ = nix::sys::prctl::set_dumpable(false);
     let mut args: Vec<OsString> = std::env::args_os().collect();
     let invoked_as = args
         .first()
