@@ -17,6 +17,8 @@
 //!   archives (type, mode, owner, size, ns times, link targets, xattrs, hard link groups, content);
 //! * [`borg14`]: the second oracle, borg 1.4.x built from PyPI in a venv, when installed.
 //! * [`http_recorder::Recorder`]: a request-recording HTTP server on 127.0.0.1 (monitoring tests).
+//! * [`StandInSsh`]: an `ssh` stand-in that runs the remote command here, to reach `ssh://`
+//!   repositories through a local `rborg borg serve` (or any `borg`) without an sshd.
 //!
 //! ```no_run
 //! use rborg_testkit::{borg_available, borg_command, ok, BORG};
@@ -252,6 +254,46 @@ pub fn borgmatic2(what: &str) -> Option<std::path::PathBuf> {
     );
     eprintln!("borgmatic 2.x is not installed: skipping the {what}");
     None
+}
+
+/// An `ssh` stand-in for `BORG_RSH`: it drops ssh's options and the host name and runs the
+/// remote command with `sh -c` on this machine, the way an sshd forced command runs
+/// `borg serve` on a server (borg 1.2.4 `RemoteRepository.ssh_cmd` + `borg_cmd`: `RSH [opts]
+/// host REMOTE_PATH serve ...`). Each client connection therefore starts its own server
+/// process. `remote_borg` is a link named `borg` to the server binary, for `BORG_REMOTE_PATH`
+/// (rborg picks its borg CLI by that name).
+#[derive(Clone, Debug)]
+pub struct StandInSsh {
+    /// The script to give as `BORG_RSH`.
+    pub rsh: std::path::PathBuf,
+    /// `borg`, a symlink to the server binary, to give as `BORG_REMOTE_PATH`.
+    pub remote_borg: std::path::PathBuf,
+}
+
+impl StandInSsh {
+    /// Writes `dir/rsh` and the link `dir/borg` -> `server` (`dir` is created if missing).
+    pub fn install(dir: &Path, server: &Path) -> StandInSsh {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).unwrap();
+        let rsh = dir.join("rsh");
+        std::fs::write(
+            &rsh,
+            "#!/bin/sh\n# ssh [options] host command...: skip the options (-p, -o, -i, -l, -F, -J take a value)\n\
+             while [ $# -gt 0 ]; do case \"$1\" in -o|-p|-i|-l|-F|-J) shift 2;; -*) shift;; *) shift; break;; esac; done\n\
+             exec sh -c \"$*\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&rsh, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let remote_borg = dir.join("borg");
+        std::os::unix::fs::symlink(server, &remote_borg).unwrap();
+        StandInSsh { rsh, remote_borg }
+    }
+
+    /// Points `cmd` (a borg or rborg client) at the stand-in: `BORG_RSH` and `BORG_REMOTE_PATH`.
+    pub fn configure<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env("BORG_RSH", &self.rsh)
+            .env("BORG_REMOTE_PATH", &self.remote_borg)
+    }
 }
 
 #[cfg(test)]
