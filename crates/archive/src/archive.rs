@@ -33,6 +33,43 @@ use crate::item::{ChunkListEntry, Item, ItemUnpacker};
 /// How many objects the readers request from the repository at once.
 pub const PREFETCH: usize = 16;
 
+/// Threads for opening objects (decrypt, decompress, ID check): the available cores, at most 8
+/// (asked once per process; the query is a system call).
+pub(crate) fn worker_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8)
+    })
+}
+
+/// `items.iter().map(f)` on up to [`worker_threads`] scoped threads, each taking a contiguous
+/// slice; the results come back in order. One item, or one core, runs on the calling thread.
+pub(crate) fn map_in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = worker_threads().min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|slice| s.spawn(move || slice.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(results) => results,
+                // `f` panicked: that is a bug, not bad input; let it surface
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
 /// What can go wrong reading an archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

@@ -23,6 +23,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::mpsc::{channel, sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
 
 use rborg_chunker::ChunkerParams;
 use rborg_compress::{CompressionSpec, MAX_DATA_SIZE};
@@ -30,7 +32,7 @@ use rborg_crypto::{msgpack, Key, TamContext};
 use rborg_repository::{ObjectId, Repository};
 use rmpv::Value;
 
-use crate::archive::{open_object, PREFETCH};
+use crate::archive::{open_object, worker_threads, PREFETCH};
 use crate::item::{ChunkListEntry, Item};
 use crate::manifest::{put_metadata_object, Operation, MANIFEST_ID};
 use crate::robust_unpacker::{packed_key, valid_msgpacked_dict, RobustUnpacker};
@@ -318,45 +320,52 @@ impl Checker<'_, '_> {
     fn verify_data(&mut self) -> CheckResult<()> {
         self.info("Starting cryptographic data integrity verification...");
         let count_index = self.chunks.len();
-        let mut count_segments = 0usize;
         let mut errors = 0usize;
         let mut defect: Vec<ObjectId> = Vec::new();
-        let mut marker: Option<ObjectId> = None;
-        loop {
-            let ids = self.repository.scan(Some(SCAN_LIMIT), marker.as_ref())?;
-            let Some(last) = ids.last().copied() else {
-                break;
-            };
-            marker = Some(last);
-            count_segments += ids.len();
-            // all of them in flight at once through `borg serve` (borg's `get_many` here)
-            self.repository.preload(&ids)?;
-            for batch in ids.chunks(PREFETCH) {
-                for id in batch {
-                    let cdata = match self.repository.get(id) {
-                        Ok(c) => c,
-                        Err(
-                            e @ (rborg_repository::Error::Integrity(_)
-                            | rborg_repository::Error::ObjectNotFound { .. }),
-                        ) => {
-                            errors += 1;
-                            self.error_found(&format!("chunk {}: {e}", hex::encode(id)));
-                            if matches!(e, rborg_repository::Error::Integrity(_)) {
-                                defect.push(*id);
-                            }
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
+        // Objects are read here in scan order and verified (decrypt, decompress, ID hash) by one
+        // worker per core while the next ones are read; a bounded queue keeps at most a few
+        // objects per worker in memory. Failures are reported in scan order at the end.
+        let threads = worker_threads();
+        let key = self.key;
+        let (work_tx, work_rx) = sync_channel::<(usize, ObjectId, Vec<u8>)>(2 * threads);
+        // shared by the workers only: if they all stop (a panic), sending fails instead of
+        // blocking for ever
+        let work_rx = Arc::new(Mutex::new(work_rx));
+        let (fail_tx, fail_rx) = channel::<(usize, ObjectId, String)>();
+        // (scan position, id, message, whether the object is defect)
+        let mut failures: Vec<(usize, ObjectId, String, bool)> = Vec::new();
+        let repository = &mut *self.repository;
+        let scanned = std::thread::scope(|s| {
+            for _ in 0..threads {
+                let (work_rx, fail_tx) = (Arc::clone(&work_rx), fail_tx.clone());
+                s.spawn(move || loop {
+                    let job = match work_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => break,
                     };
-                    if let Err(e) = self.verify_object(id, &cdata) {
-                        errors += 1;
-                        self.error_found(&format!(
-                            "chunk {}, integrity error: {e}",
-                            hex::encode(id)
-                        ));
-                        defect.push(*id);
+                    let Ok((seq, id, cdata)) = job else { break };
+                    if let Err(e) = verify_object(key, &id, &cdata) {
+                        let msg = format!("chunk {}, integrity error: {e}", hex::encode(id));
+                        let _ = fail_tx.send((seq, id, msg));
                     }
-                }
+                });
+            }
+            drop(work_rx);
+            read_for_verification(repository, work_tx, &mut failures)
+        });
+        drop(fail_tx);
+        let count_segments = scanned?;
+        failures.extend(
+            fail_rx
+                .try_iter()
+                .map(|(seq, id, msg)| (seq, id, msg, true)),
+        );
+        failures.sort_by_key(|f| f.0);
+        for (_, id, msg, is_defect) in failures {
+            errors += 1;
+            self.error_found(&msg);
+            if is_defect {
+                defect.push(id);
             }
         }
         if count_index != count_segments {
@@ -377,7 +386,7 @@ impl Checker<'_, '_> {
                         .repository
                         .get(&id)
                         .map_err(|e| e.to_string())
-                        .and_then(|c| self.verify_object(&id, &c));
+                        .and_then(|c| verify_object(self.key, &id, &c));
                     if again.is_err() {
                         self.chunks.remove(&id);
                         self.repository.delete(&id)?;
@@ -417,21 +426,6 @@ impl Checker<'_, '_> {
             self.info(&line);
         }
         Ok(())
-    }
-
-    /// Decrypt, decompress and ID-check one object (the manifest is only decrypted and
-    /// decompressed: it is not stored under its ID hash).
-    fn verify_object(&self, id: &ObjectId, cdata: &[u8]) -> Result<(), String> {
-        if *id == MANIFEST_ID {
-            let compressed = self.key.decrypt(None, cdata).map_err(|e| e.to_string())?;
-            rborg_compress::decompress(&compressed, None, MAX_DATA_SIZE)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        } else {
-            open_object(self.key, id, cdata)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
     }
 
     /// borg's `rebuild_manifest`: a new manifest listing every archive metadata object found.
@@ -926,6 +920,67 @@ impl ParsedArchive {
         } else {
             Ok(msgpack::pack(&Value::Map(map)))
         }
+    }
+}
+
+/// The reading half of `verify_data`: scans every object in segment order, hands what reads to
+/// the verifiers through `work` and records what does not read in `failures`. Returns the
+/// number of objects scanned.
+fn read_for_verification(
+    repository: &mut dyn Repository,
+    work: SyncSender<(usize, ObjectId, Vec<u8>)>,
+    failures: &mut Vec<(usize, ObjectId, String, bool)>,
+) -> CheckResult<usize> {
+    let mut marker: Option<ObjectId> = None;
+    let mut seq = 0usize;
+    loop {
+        let ids = repository.scan(Some(SCAN_LIMIT), marker.as_ref())?;
+        let Some(last) = ids.last().copied() else {
+            return Ok(seq);
+        };
+        marker = Some(last);
+        // all of them in flight at once through `borg serve` (borg's `get_many` here)
+        repository.preload(&ids)?;
+        for id in ids {
+            match repository.get(&id) {
+                Ok(cdata) => {
+                    if work.send((seq, id, cdata)).is_err() {
+                        // every verifier is gone: only a panic does that, and the scope that
+                        // started them passes it on
+                        return Ok(seq);
+                    }
+                }
+                Err(
+                    e @ (rborg_repository::Error::Integrity(_)
+                    | rborg_repository::Error::ObjectNotFound { .. }),
+                ) => {
+                    let is_defect = matches!(e, rborg_repository::Error::Integrity(_));
+                    failures.push((
+                        seq,
+                        id,
+                        format!("chunk {}: {e}", hex::encode(id)),
+                        is_defect,
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            seq += 1;
+        }
+    }
+}
+
+/// Decrypt, decompress and ID-check one object (the manifest is only decrypted and
+/// decompressed: it is not stored under its ID hash).
+fn verify_object(key: &Key, id: &ObjectId, cdata: &[u8]) -> Result<(), String> {
+    if *id == MANIFEST_ID {
+        let compressed = key.decrypt(None, cdata).map_err(|e| e.to_string())?;
+        rborg_compress::decompress(&compressed, None, MAX_DATA_SIZE)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    } else {
+        open_object(key, id, cdata)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -40,7 +40,7 @@ use nix::sys::time::TimeSpec;
 use rborg_crypto::Key;
 use rborg_repository::{ObjectId, Repository};
 
-use crate::archive::{open_object, ArchiveMeta, ReadError, PREFETCH};
+use crate::archive::{map_in_parallel, open_object, ArchiveMeta, ReadError, PREFETCH};
 use crate::item::{
     hardlinkable, strip_components, stripped_away, ChunkListEntry, Item, ItemUnpacker, S_IFBLK,
     S_IFCHR, S_IFIFO, S_IFREG,
@@ -143,17 +143,9 @@ fn show(path: &[u8]) -> String {
     crate::format::remove_surrogates(path)
 }
 
-/// Threads for opening chunks: the available cores, at most 8 (asked once per process; the
-/// query is a system call).
-fn decrypt_threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(8)
-    })
-}
+/// The most plaintext [`fetch_chunks`] opens at once (fewer chunks than `PREFETCH` when they
+/// are big); enough for every core to open a few default-sized (2 MiB) chunks in parallel.
+const BATCH_BYTES: u64 = 16 << 20;
 
 /// Fetches `chunks` in batches with [`Repository::get_many`], opens (decrypts, decompresses,
 /// ID-checks) each batch on all cores and hands the plaintexts to `sink` in order. A chunk
@@ -164,43 +156,31 @@ fn fetch_chunks(
     chunks: &[ChunkListEntry],
     sink: &mut dyn FnMut(&[u8]) -> Result<(), ItemError>,
 ) -> Result<u64, ItemError> {
-    let threads = decrypt_threads();
     let mut total = 0u64;
-    for batch in chunks.chunks(PREFETCH) {
+    let mut rest = chunks;
+    while !rest.is_empty() {
+        // up to PREFETCH chunks, but no more plaintext than BATCH_BYTES (one chunk at least):
+        // sixteen 8 MiB chunks of a sparse image would otherwise sit in memory twice
+        let mut take = 0;
+        let mut bytes = 0u64;
+        while take < rest.len().min(PREFETCH)
+            && (take == 0 || bytes + rest[take].size <= BATCH_BYTES)
+        {
+            bytes += rest[take].size;
+            take += 1;
+        }
+        let (batch, after) = rest.split_at(take);
+        rest = after;
         let ids: Vec<ObjectId> = batch.iter().map(|c| c.id).collect();
         let cdatas = repository.get_many(&ids).map_err(ReadError::from)?;
+        // small batches are not worth a thread each
         let big = cdatas.iter().map(Vec::len).sum::<usize>() > 256 * 1024;
-        let plain: Vec<Result<Vec<u8>, ReadError>> = if threads > 1 && big && batch.len() > 1 {
-            let per = batch.len().div_ceil(threads);
-            std::thread::scope(|s| {
-                let handles: Vec<_> = ids
-                    .chunks(per)
-                    .zip(cdatas.chunks(per))
-                    .map(|(ids, cdatas)| {
-                        s.spawn(move || {
-                            ids.iter()
-                                .zip(cdatas)
-                                .map(|(id, c)| open_object(key, id, c))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            vec![Err(ReadError::InvalidItem(
-                                "decryption thread panicked".into(),
-                            ))]
-                        })
-                    })
-                    .collect()
-            })
+        let pairs: Vec<(&ObjectId, &Vec<u8>)> = ids.iter().zip(&cdatas).collect();
+        let open = |(id, c): &(&ObjectId, &Vec<u8>)| open_object(key, id, c);
+        let plain: Vec<Result<Vec<u8>, ReadError>> = if big {
+            map_in_parallel(&pairs, open)
         } else {
-            ids.iter()
-                .zip(&cdatas)
-                .map(|(id, c)| open_object(key, id, c))
-                .collect()
+            pairs.iter().map(open).collect()
         };
         for (entry, data) in batch.iter().zip(plain) {
             let data = data?;
