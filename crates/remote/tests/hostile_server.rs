@@ -7,12 +7,15 @@
 //! The server side (a malicious client) is `rpc.rs`'s `server_survives_hostile_input` and the
 //! `rpc_server` fuzz target.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::ShutdownOnDrop;
 use rborg_remote::msgpack::{self, Value, CLIENT_LIMITS};
 use rborg_remote::{serve, OpenArgs, RemoteRepository, ServeOptions};
 use rborg_repository::{Error, Repository};
@@ -138,25 +141,6 @@ fn relay_replies(
 fn relay_requests(mut from_client: UnixStream, mut to_server: UnixStream) {
     let _ = std::io::copy(&mut from_client, &mut to_server);
     let _ = to_server.shutdown(std::net::Shutdown::Write);
-}
-
-/// The client's writing end: dropping it ends the server's input, as closing ssh's stdin does
-/// (the client's reader thread holds a clone of the socket, so dropping alone would not).
-struct ShutdownOnDrop(UnixStream);
-
-impl Write for ShutdownOnDrop {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl Drop for ShutdownOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Write);
-    }
 }
 
 /// An ordinary session: create, put, commit, list, pipelined gets, a missing object, key calls.

@@ -1,32 +1,17 @@
 //! The RPC client against the RPC server in-process (over a socket pair), against a real
 //! `borg serve`, and the server against hostile input.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::thread::JoinHandle;
 
+use common::ShutdownOnDrop;
 use rborg_remote::msgpack::{self, Value, CLIENT_LIMITS};
 use rborg_remote::{serve, OpenArgs, RemoteRepository, ServeOptions};
 use rborg_repository::{Error, Repository};
-
-/// The client's writing end: dropping it ends the server's input, like closing a pipe.
-struct ShutdownOnDrop(UnixStream);
-
-impl Write for ShutdownOnDrop {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl Drop for ShutdownOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Write);
-    }
-}
 
 /// A server thread on one end of a socket pair, the client on the other.
 fn connect(
