@@ -27,24 +27,20 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
 
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use rborg_crypto::Key;
 use rborg_repository::{ObjectId, Repository};
 
-use crate::archive::{
-    map_in_parallel, open_object, worker_threads, ArchiveMeta, ReadError, PREFETCH,
-};
+use crate::archive::{map_in_parallel, open_object, ArchiveMeta, ReadError, PREFETCH};
 use crate::item::{
     hardlinkable, strip_components, stripped_away, ChunkListEntry, Item, ItemUnpacker, S_IFBLK,
     S_IFCHR, S_IFIFO, S_IFREG,
@@ -188,7 +184,14 @@ fn fetch_chunks(
         };
         for (entry, data) in batch.iter().zip(plain) {
             let data = data?;
-            check_chunk_size(entry, &data)?;
+            if data.len() as u64 != entry.size {
+                return Err(ItemError::Backup(format!(
+                    "chunk {} has {} bytes, chunk list says {}",
+                    hex::encode(entry.id),
+                    data.len(),
+                    entry.size
+                )));
+            }
             total += data.len() as u64;
             sink(&data)?;
         }
@@ -335,114 +338,6 @@ struct Extractor<'a> {
     events: &'a mut dyn FnMut(ExtractEvent),
     summary: ExtractSummary,
     masters: Option<Masters>,
-    /// Writer threads for small files (see [`Writers`]); `None`: everything on this thread.
-    writers: Option<Writers>,
-}
-
-/// The most bytes of stored chunks handed to the writer threads and not yet written.
-const WRITE_QUEUE_BYTES: u64 = 32 << 20;
-
-/// Small regular files are written by one thread per core: this thread reads their stored
-/// chunks (the repository is not shared) and decides everything in archive order, the writers
-/// decrypt, create, write and restore attributes. On ext4 creating and writing many small files
-/// is mostly kernel time, which a single thread cannot spread over the cores. A directory's own
-/// attributes (its mtime) are restored once every file sent before it was left is written.
-struct Writers {
-    jobs: Option<SyncSender<WriteJob>>,
-    done: Receiver<WriteDone>,
-    /// Sequence numbers of the jobs not yet reported back.
-    in_flight: BTreeSet<u64>,
-    /// Their target paths (an archive may hold a path twice).
-    paths: HashSet<PathBuf>,
-    queued_bytes: u64,
-    next_seq: u64,
-    /// Directories left while jobs were in flight, with the first sequence number sent after.
-    pending_dirs: VecDeque<(Item, u64)>,
-}
-
-/// A small file for a writer thread: where, what, and its stored (encrypted) chunks.
-struct WriteJob {
-    seq: u64,
-    path: PathBuf,
-    /// The archive path, for messages (borg reports the path before stripping).
-    report_path: Vec<u8>,
-    item: Item,
-    attrs: Attrs,
-    chunks: Vec<(ChunkListEntry, Vec<u8>)>,
-    queued_bytes: u64,
-}
-
-/// What a writer reports back for one [`WriteJob`].
-struct WriteDone {
-    seq: u64,
-    path: PathBuf,
-    report_path: Vec<u8>,
-    bytes: u64,
-    queued_bytes: u64,
-    warnings: Vec<String>,
-    result: Result<(), ItemError>,
-}
-
-/// The writer threads' half of a small file: open the chunks, write, set the size and the
-/// attributes (as the inline path of [`Extractor::extract_item`] does).
-fn write_small_file(key: &Key, sparse: bool, no_xattrs: bool, job: WriteJob) -> WriteDone {
-    let mut warnings = Vec::new();
-    let mut bytes = 0u64;
-    let mut run = || -> Result<(), ItemError> {
-        let mut file = File::create(&job.path).map_err(os("open"))?;
-        for (entry, cdata) in &job.chunks {
-            let data = open_object(key, &entry.id, cdata)?;
-            check_chunk_size(entry, &data)?;
-            write_chunk(&mut file, &data, sparse)?;
-            bytes += data.len() as u64;
-        }
-        file.set_len(bytes).map_err(os("truncate_and_attrs"))?;
-        apply_attrs(
-            &job.attrs,
-            no_xattrs,
-            &job.path,
-            &job.item,
-            Some(&file),
-            &mut warnings,
-        )?;
-        drop(file);
-        check_size(&job.item, bytes)?;
-        check_healthy(&job.item)
-    };
-    let result = run();
-    WriteDone {
-        seq: job.seq,
-        path: job.path,
-        report_path: job.report_path,
-        bytes,
-        queued_bytes: job.queued_bytes,
-        warnings,
-        result,
-    }
-}
-
-/// A chunk whose size differs from its chunk list entry is an error.
-fn check_chunk_size(entry: &ChunkListEntry, data: &[u8]) -> Result<(), ItemError> {
-    if data.len() as u64 != entry.size {
-        return Err(ItemError::Backup(format!(
-            "chunk {} has {} bytes, chunk list says {}",
-            hex::encode(entry.id),
-            data.len(),
-            entry.size
-        )));
-    }
-    Ok(())
-}
-
-/// Appends `data` to `file`, or with `sparse` skips over it when it is all zeros.
-fn write_chunk(file: &mut File, data: &[u8], sparse: bool) -> Result<(), ItemError> {
-    if sparse && data.iter().all(|&b| b == 0) {
-        file.seek(SeekFrom::Current(data.len() as i64))
-            .map_err(os("write"))?;
-    } else {
-        file.write_all(data).map_err(os("write"))?;
-    }
-    Ok(())
 }
 
 impl Extractor<'_> {
@@ -521,8 +416,6 @@ impl Extractor<'_> {
             None => (None, Some(default)),
         };
         if let Some(target) = link_target {
-            // the link target may still be with a writer thread
-            self.wait_for_writers().map_err(ItemError::Fatal)?;
             std::fs::hard_link(&target, path).map_err(os("link"))?;
             return Ok(true);
         }
@@ -546,19 +439,7 @@ impl Extractor<'_> {
     fn extract_item(&mut self, item: &mut Item, original_path: &[u8]) -> Result<(), ItemError> {
         check_relative(&item.path).map_err(ItemError::Fatal)?;
         let path = self.target(&item.path);
-        if self
-            .writers
-            .as_ref()
-            .is_some_and(|w| w.paths.contains(&path))
-        {
-            // the archive holds this path twice and a writer thread has the first one
-            self.wait_for_writers().map_err(ItemError::Fatal)?;
-        }
         if let Ok(st) = std::fs::symlink_metadata(&path) {
-            // what is there may be a writer thread's work (a directory whose files are being
-            // written, when `create dir/file dir` stored the file first): let them finish, so
-            // that removing an empty directory or a file behaves as it does without writers
-            self.wait_for_writers().map_err(ItemError::Fatal)?;
             let _ = if st.is_dir() {
                 std::fs::remove_dir(&path)
             } else {
@@ -580,13 +461,9 @@ impl Extractor<'_> {
                 if self.link_helper(item, &path)? {
                     return Ok(());
                 }
-                let chunks = item.chunks.clone().unwrap_or_default();
-                let size: u64 = chunks.iter().map(|c| c.size).sum();
-                if self.writers.is_some() && size <= BATCH_BYTES {
-                    return self.send_to_writer(item, original_path, path, &chunks);
-                }
                 let mut file = File::create(&path).map_err(os("open"))?;
                 let sparse = self.opts.sparse;
+                let chunks = item.chunks.clone().unwrap_or_default();
                 let progress = self.opts.progress.then(|| show(&item.path));
                 let events = &mut self.events;
                 let total = fetch_chunks(self.repository, self.key, &chunks, &mut |data| {
@@ -596,7 +473,13 @@ impl Extractor<'_> {
                             bytes: data.len() as u64,
                         });
                     }
-                    write_chunk(&mut file, data, sparse)
+                    if sparse && data.iter().all(|&b| b == 0) {
+                        file.seek(SeekFrom::Current(data.len() as i64))
+                            .map_err(os("write"))?;
+                    } else {
+                        file.write_all(data).map_err(os("write"))?;
+                    }
+                    Ok(())
                 })?;
                 self.summary.bytes += total;
                 file.set_len(total).map_err(os("truncate_and_attrs"))?;
@@ -669,158 +552,66 @@ impl Extractor<'_> {
         item: &Item,
         file: Option<&File>,
     ) -> Result<(), ItemError> {
-        let attrs = self.prepare_attrs(item);
-        let mut warnings = Vec::new();
-        let result = apply_attrs(&attrs, self.opts.no_xattrs, path, item, file, &mut warnings);
-        for warning in warnings {
-            self.warn(warning);
-        }
-        result
-    }
-
-    /// The owner and ACLs of `item` as this system names them (the name lookups are cached
-    /// here, on the extracting thread, for [`apply_attrs`]).
-    fn prepare_attrs(&mut self, item: &Item) -> Attrs {
         let (uid, gid) = self.owners.uid_gid(item, self.opts.numeric_ids);
-        let mut acls = Ok(Vec::new());
-        if !self.opts.no_acls && !item.is_link() {
-            let texts = [
-                (&item.acl_access, "system.posix_acl_access"),
-                (&item.acl_default, "system.posix_acl_default"),
-            ];
-            for (text, name) in texts {
-                let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else {
-                    continue;
-                };
-                match acl_xattr(text, self.opts.numeric_ids, &mut self.owners) {
-                    Some(value) => {
-                        if let Ok(list) = &mut acls {
-                            list.push((name, value));
-                        }
-                    }
-                    None => {
-                        acls = Err(format!("invalid ACL {:?}", show(text)));
-                        break;
-                    }
+        let mode = item.mode.unwrap_or(0);
+        let is_link = item.is_link();
+        match file {
+            Some(f) => {
+                let _ = std::os::unix::fs::fchown(f, Some(uid), Some(gid));
+                f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(os("attrs"))?;
+            }
+            None => {
+                let _ = std::os::unix::fs::lchown(path, Some(uid), Some(gid));
+                if !is_link {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
+                        .map_err(os("attrs"))?;
                 }
             }
         }
-        Attrs { uid, gid, acls }
-    }
-
-    /// Reads the stored chunks of a small file and hands it to a writer thread.
-    fn send_to_writer(
-        &mut self,
-        item: &Item,
-        original_path: &[u8],
-        path: PathBuf,
-        chunks: &[ChunkListEntry],
-    ) -> Result<(), ItemError> {
-        let ids: Vec<ObjectId> = chunks.iter().map(|c| c.id).collect();
-        let cdatas = self.repository.get_many(&ids).map_err(ReadError::from)?;
-        let queued_bytes = cdatas.iter().map(|c| c.len() as u64).sum::<u64>();
-        let attrs = self.prepare_attrs(item);
-        self.after_extract(item, original_path, &path);
-        let Some(writers) = self.writers.as_mut() else {
-            return Err(ItemError::Backup("no writer threads".into()));
-        };
-        let seq = writers.next_seq;
-        writers.next_seq += 1;
-        let job = WriteJob {
-            seq,
-            path,
-            report_path: original_path.to_vec(),
-            item: item.clone(),
-            attrs,
-            chunks: chunks.iter().cloned().zip(cdatas).collect(),
-            queued_bytes,
-        };
-        writers.in_flight.insert(seq);
-        writers.paths.insert(job.path.clone());
-        writers.queued_bytes += queued_bytes;
-        let sent = writers
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(job).is_ok());
-        if !sent {
-            return Err(ItemError::Backup("the writer threads stopped".into()));
+        if !self.opts.no_acls && !is_link {
+            let acls = [
+                (&item.acl_access, "system.posix_acl_access"),
+                (&item.acl_default, "system.posix_acl_default"),
+            ];
+            for (text, name) in acls {
+                let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else {
+                    continue;
+                };
+                let value = acl_xattr(text, self.opts.numeric_ids, &mut self.owners)
+                    .ok_or_else(|| ItemError::Backup(format!("invalid ACL {:?}", show(text))))?;
+                lsetxattr(path, name.as_bytes(), &value).map_err(os("attrs"))?;
+            }
         }
-        self.collect_written(false).map_err(ItemError::Fatal)?;
-        while self
-            .writers
-            .as_ref()
-            .is_some_and(|w| w.queued_bytes > WRITE_QUEUE_BYTES)
-        {
-            self.collect_written(true).map_err(ItemError::Fatal)?;
+        if !self.opts.no_xattrs {
+            for (name, value) in item.xattrs.clone().unwrap_or_default() {
+                if let Err(e) = lsetxattr(path, &name, &value) {
+                    self.warn(format!(
+                        "{}: when setting extended attribute {}: {e}",
+                        path.display(),
+                        show(&name)
+                    ));
+                }
+            }
         }
+        let mtime = item.mtime.unwrap_or(0);
+        let atime = item.atime.unwrap_or(mtime);
+        let ts =
+            |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+        let _ = match file {
+            Some(f) => {
+                use std::os::fd::AsRawFd;
+                nix::sys::stat::futimens(f.as_raw_fd(), &ts(atime), &ts(mtime))
+            }
+            None => nix::sys::stat::utimensat(
+                None,
+                path,
+                &ts(atime),
+                &ts(mtime),
+                UtimensatFlags::NoFollowSymlink,
+            ),
+        };
         Ok(())
-    }
-
-    /// Reports the files the writers finished (waiting for one with `block`), then restores
-    /// the directories whose files are all written.
-    fn collect_written(&mut self, block: bool) -> Result<(), ExtractError> {
-        let Some(writers) = self.writers.as_mut() else {
-            return Ok(());
-        };
-        let mut finished = Vec::new();
-        if block && !writers.in_flight.is_empty() {
-            if let Ok(done) = writers.done.recv() {
-                finished.push(done);
-            }
-        }
-        finished.extend(writers.done.try_iter());
-        for done in finished {
-            if let Some(writers) = self.writers.as_mut() {
-                writers.in_flight.remove(&done.seq);
-                writers.paths.remove(&done.path);
-                writers.queued_bytes -= done.queued_bytes;
-            }
-            self.summary.bytes += done.bytes;
-            for warning in done.warnings {
-                self.warn(warning);
-            }
-            self.report(&done.report_path, done.result)?;
-        }
-        loop {
-            let Some(writers) = self.writers.as_mut() else {
-                return Ok(());
-            };
-            let ready = writers.pending_dirs.front().is_some_and(|(_, sent_after)| {
-                writers
-                    .in_flight
-                    .first()
-                    .is_none_or(|first| first >= sent_after)
-            });
-            if !ready {
-                return Ok(());
-            }
-            if let Some((dir, _)) = writers.pending_dirs.pop_front() {
-                self.finish_dir(&dir)?;
-            }
-        }
-    }
-
-    /// Waits until every file sent to the writers is written and reported.
-    fn wait_for_writers(&mut self) -> Result<(), ExtractError> {
-        while self
-            .writers
-            .as_ref()
-            .is_some_and(|w| !w.in_flight.is_empty())
-        {
-            self.collect_written(true)?;
-        }
-        self.collect_written(false)
-    }
-
-    /// [`Extractor::finish_dir`] once the files sent before the directory was left are written.
-    fn finish_dir_after_writes(&mut self, dir: Item) -> Result<(), ExtractError> {
-        match self.writers.as_mut() {
-            Some(w) if !w.in_flight.is_empty() || !w.pending_dirs.is_empty() => {
-                w.pending_dirs.push_back((dir, w.next_seq));
-                Ok(())
-            }
-            _ => self.finish_dir(&dir),
-        }
     }
 
     /// Second pass over a directory: its attributes, after its content was extracted.
@@ -833,79 +624,6 @@ impl Extractor<'_> {
         };
         self.report(&item.path, result)
     }
-}
-
-/// What [`Extractor::prepare_attrs`] resolved for [`apply_attrs`].
-struct Attrs {
-    uid: u32,
-    gid: u32,
-    /// `(xattr name, value)` of the POSIX ACLs to set, or the message for an invalid one.
-    acls: Result<Vec<(&'static str, Vec<u8>)>, String>,
-}
-
-/// borg's `restore_attrs`: owner, mode, ACLs, xattrs, then timestamps. Owner and timestamp
-/// failures are ignored as in borg; xattr failures are warnings (pushed to `warnings`).
-fn apply_attrs(
-    attrs: &Attrs,
-    no_xattrs: bool,
-    path: &Path,
-    item: &Item,
-    file: Option<&File>,
-    warnings: &mut Vec<String>,
-) -> Result<(), ItemError> {
-    let (uid, gid) = (attrs.uid, attrs.gid);
-    let mode = item.mode.unwrap_or(0);
-    let is_link = item.is_link();
-    match file {
-        Some(f) => {
-            let _ = std::os::unix::fs::fchown(f, Some(uid), Some(gid));
-            f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
-                .map_err(os("attrs"))?;
-        }
-        None => {
-            let _ = std::os::unix::fs::lchown(path, Some(uid), Some(gid));
-            if !is_link {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
-                    .map_err(os("attrs"))?;
-            }
-        }
-    }
-    match &attrs.acls {
-        Ok(acls) => {
-            for (name, value) in acls {
-                lsetxattr(path, name.as_bytes(), value).map_err(os("attrs"))?;
-            }
-        }
-        Err(msg) => return Err(ItemError::Backup(msg.clone())),
-    }
-    if !no_xattrs {
-        for (name, value) in item.xattrs.iter().flatten() {
-            if let Err(e) = lsetxattr(path, name, value) {
-                warnings.push(format!(
-                    "{}: when setting extended attribute {}: {e}",
-                    path.display(),
-                    show(name)
-                ));
-            }
-        }
-    }
-    let mtime = item.mtime.unwrap_or(0);
-    let atime = item.atime.unwrap_or(mtime);
-    let ts = |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
-    let _ = match file {
-        Some(f) => {
-            use std::os::fd::AsRawFd;
-            nix::sys::stat::futimens(f.as_raw_fd(), &ts(atime), &ts(mtime))
-        }
-        None => nix::sys::stat::utimensat(
-            None,
-            path,
-            &ts(atime),
-            &ts(mtime),
-            UtimensatFlags::NoFollowSymlink,
-        ),
-    };
-    Ok(())
 }
 
 fn check_size(item: &Item, total: u64) -> Result<(), ItemError> {
@@ -972,14 +690,38 @@ fn selected_size(
     Ok(total)
 }
 
-/// The item loop of [`extract_archive`]: selection, directories' second pass, every item.
-fn extract_items(
-    ex: &mut Extractor<'_>,
+/// Extracts the items of `meta` that `matcher` selects into `dest` (borg's `do_extract`).
+///
+/// With `opts.stdout`, file contents go to `stdout` in archive order and nothing is created.
+/// `events` receives `--list` lines and warnings as they happen; include patterns that
+/// matched nothing are reported as warnings at the end, as borg does.
+#[allow(clippy::too_many_arguments)]
+pub fn extract_archive<'a>(
+    repository: &'a mut dyn Repository,
+    key: &'a Key,
     meta: &ArchiveMeta,
     matcher: &mut PatternMatcher,
-    opts: &ExtractOptions,
-) -> Result<(), ExtractError> {
-    let key = ex.key;
+    dest: &Path,
+    opts: &'a ExtractOptions,
+    stdout: Option<&'a mut dyn Write>,
+    events: &'a mut dyn FnMut(ExtractEvent),
+) -> Result<ExtractSummary, ExtractError> {
+    let partial = !matcher.is_empty() || opts.strip_components > 0;
+    let mut ex = Extractor {
+        repository,
+        key,
+        opts,
+        dest: dest.to_path_buf(),
+        owners: Owners::default(),
+        stdout,
+        events,
+        summary: ExtractSummary::default(),
+        masters: if partial { Some(HashMap::new()) } else { None },
+    };
+    if opts.progress {
+        let total = selected_size(&mut *ex.repository, key, meta, matcher, opts)?;
+        (ex.events)(ExtractEvent::Total(total));
+    }
     let mut dirs: Vec<Item> = Vec::new();
     let mut unpacker = ItemUnpacker::new();
     for batch in meta.items.chunks(PREFETCH) {
@@ -1030,7 +772,7 @@ fn extract_items(
                 while dirs.last().is_some_and(|d| !item.path.starts_with(&d.path)) {
                     if let Some(d) = dirs.pop() {
                         if !opts.stdout {
-                            ex.finish_dir_after_writes(d)?;
+                            ex.finish_dir(&d)?;
                         }
                     }
                 }
@@ -1050,92 +792,10 @@ fn extract_items(
         }
     }
     unpacker.finish()?;
-    ex.wait_for_writers()?;
     if !opts.dry_run && !opts.stdout {
         while let Some(d) = dirs.pop() {
             ex.finish_dir(&d)?;
         }
-    }
-    Ok(())
-}
-
-/// Extracts the items of `meta` that `matcher` selects into `dest` (borg's `do_extract`).
-///
-/// With `opts.stdout`, file contents go to `stdout` in archive order and nothing is created.
-/// `events` receives `--list` lines and warnings as they happen; include patterns that
-/// matched nothing are reported as warnings at the end, as borg does.
-#[allow(clippy::too_many_arguments)]
-pub fn extract_archive<'a>(
-    repository: &'a mut dyn Repository,
-    key: &'a Key,
-    meta: &ArchiveMeta,
-    matcher: &mut PatternMatcher,
-    dest: &Path,
-    opts: &'a ExtractOptions,
-    stdout: Option<&'a mut dyn Write>,
-    events: &'a mut dyn FnMut(ExtractEvent),
-) -> Result<ExtractSummary, ExtractError> {
-    let partial = !matcher.is_empty() || opts.strip_components > 0;
-    let mut ex = Extractor {
-        repository,
-        key,
-        opts,
-        dest: dest.to_path_buf(),
-        owners: Owners::default(),
-        stdout,
-        events,
-        summary: ExtractSummary::default(),
-        masters: if partial { Some(HashMap::new()) } else { None },
-        writers: None,
-    };
-    if opts.progress {
-        let total = selected_size(&mut *ex.repository, key, meta, matcher, opts)?;
-        (ex.events)(ExtractEvent::Total(total));
-    }
-    let parallel = !opts.dry_run && !opts.stdout && !opts.progress && worker_threads() > 1;
-    if parallel {
-        let threads = worker_threads();
-        let (job_tx, job_rx) = sync_channel::<WriteJob>(2 * threads);
-        let (done_tx, done_rx) = channel::<WriteDone>();
-        // shared by the writers only, so that sending fails if they all stop
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let (sparse, no_xattrs) = (opts.sparse, opts.no_xattrs);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                let (job_rx, done_tx) = (Arc::clone(&job_rx), done_tx.clone());
-                s.spawn(move || loop {
-                    let job = match job_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => break,
-                    };
-                    let Ok(job) = job else { break };
-                    if done_tx
-                        .send(write_small_file(key, sparse, no_xattrs, job))
-                        .is_err()
-                    {
-                        break;
-                    }
-                });
-            }
-            drop(job_rx);
-            ex.writers = Some(Writers {
-                jobs: Some(job_tx),
-                done: done_rx,
-                in_flight: BTreeSet::new(),
-                paths: HashSet::new(),
-                queued_bytes: 0,
-                next_seq: 0,
-                pending_dirs: VecDeque::new(),
-            });
-            let result = extract_items(&mut ex, meta, matcher, opts);
-            // the writers finish what they have and stop
-            if let Some(writers) = ex.writers.as_mut() {
-                writers.jobs = None;
-            }
-            result
-        })?;
-    } else {
-        extract_items(&mut ex, meta, matcher, opts)?;
     }
     for pattern in matcher.unmatched_includes() {
         ex.warn(format!("Include pattern '{pattern}' never matched."));
