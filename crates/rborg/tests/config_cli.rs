@@ -364,10 +364,15 @@ fn show_prints_the_normalised_configurations_as_borgmatic_does() {
             documents,
             shown_documents(&String::from_utf8_lossy(&theirs.stdout))
         );
-        assert_eq!(
-            String::from_utf8_lossy(&ours.stderr),
-            String::from_utf8_lossy(&theirs.stderr)
-        );
+        // rborg's own warning about passphrases in files others can read (the corpus files
+        // are 0644 in a checkout) has no borgmatic counterpart (tested in rborg-config's
+        // tests/secrets.rs)
+        let ours_stderr: String = String::from_utf8_lossy(&ours.stderr)
+            .lines()
+            .filter(|l| !l.contains("holds an encryption passphrase and other users can read it"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(ours_stderr, String::from_utf8_lossy(&theirs.stderr));
     }
 }
 
