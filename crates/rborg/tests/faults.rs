@@ -11,12 +11,15 @@
 //!
 //! Needs `/usr/bin/borg` (skips with a notice unless `RBORG_REQUIRE_BORG=1`) and `cc`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use rborg_testkit::{borg_available, borg_command, noise, ok, BORG};
+use common::{assert_code, stderr, Tool, TOOLS};
+use rborg_testkit::{borg_available, noise, ok};
 
 const PASSPHRASE: &str = "faults-test-pw";
 /// The file the source faults hit (a name no repository file contains).
@@ -40,12 +43,6 @@ fn shim() -> &'static Path {
         ok(&out, "compiling the fault shim");
         so
     })
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Tool {
-    Borg,
-    Rborg,
 }
 
 /// One working directory: `home` (BORG_BASE_DIR) and the source tree `in`.
@@ -79,16 +76,7 @@ impl Setup {
     }
 
     fn run_in(&self, cwd: &Path, tool: Tool, args: &[&str], fault: Option<&str>) -> Output {
-        let mut full = Vec::new();
-        let program = match tool {
-            Tool::Borg => BORG,
-            Tool::Rborg => {
-                full.push("borg");
-                env!("CARGO_BIN_EXE_rborg")
-            }
-        };
-        full.extend_from_slice(args);
-        let mut cmd = borg_command(program, &full, cwd, &self.dir.join("home"), PASSPHRASE);
+        let mut cmd = tool.command(args, cwd, &self.dir.join("home"), PASSPHRASE);
         cmd.env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
             .env("LANG", "C.UTF-8")
             .stdin(Stdio::null());
@@ -111,21 +99,6 @@ impl Setup {
         );
         repo
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_code(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: exit code\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(out)
-    );
 }
 
 /// `path size` of every item of `archive`, as real borg lists them.
@@ -292,7 +265,7 @@ fn repository_write_faults_fail_cleanly() {
         ("enospc_write", "No space left on device"),
         ("eio_write", "Input/output error"),
     ] {
-        for tool in [Tool::Borg, Tool::Rborg] {
+        for tool in TOOLS {
             let repo = setup.repo_with_archive(tool, &format!("repo-{kind}-{tool:?}"));
             let before = files_state(Path::new(&repo));
             let fault = format!("{kind}={repo}/data/");
@@ -426,7 +399,7 @@ fn a_full_file_system_is_cleaned_up_like_borg() {
     let big = setup.dir.join("big");
     std::fs::create_dir_all(&big).unwrap();
     std::fs::write(big.join("data.bin"), noise(11, 40 << 20)).unwrap();
-    for tool in [Tool::Borg, Tool::Rborg] {
+    for tool in TOOLS {
         let Some(mount) = Tmpfs::mount(&setup.dir.join(format!("full-{tool:?}")), "size=16m")
         else {
             return;
@@ -467,7 +440,7 @@ fn read_only_repository_and_target_like_borg() {
     }
     let setup = Setup::new();
     let mut listings = Vec::new();
-    for tool in [Tool::Borg, Tool::Rborg] {
+    for tool in TOOLS {
         let Some(mount) = Tmpfs::mount(&setup.dir.join(format!("ro-{tool:?}")), "size=16m") else {
             return;
         };

@@ -15,21 +15,16 @@
 //! `crates/remote/tests/rpc.rs`. Needs `/usr/bin/borg` (skips with a notice unless
 //! `RBORG_REQUIRE_BORG=1`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
+use common::{assert_code, stderr, Tool, TOOLS};
 use rborg_repository::segment::{LoggedIO, TAG_PUT};
-use rborg_testkit::{borg_available, borg_command, noise, ok, BORG};
+use rborg_testkit::{borg_available, noise, ok};
 
 const PASSPHRASE: &str = "hostile-test-pw";
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Tool {
-    Borg,
-    Rborg,
-}
-
-const TOOLS: [Tool; 2] = [Tool::Borg, Tool::Rborg];
 
 struct Sandbox {
     _tmp: tempfile::TempDir,
@@ -49,18 +44,9 @@ impl Sandbox {
 
     /// Runs `tool` with borg's state under `home-NAME`.
     fn run(&self, tool: Tool, home: &str, args: &[&str]) -> Output {
-        let mut full = Vec::new();
-        let program = match tool {
-            Tool::Borg => BORG,
-            Tool::Rborg => {
-                full.push("borg");
-                env!("CARGO_BIN_EXE_rborg")
-            }
-        };
-        full.extend_from_slice(args);
         let home = self.dir.join(format!("home-{home}"));
         std::fs::create_dir_all(&home).unwrap();
-        let mut cmd = borg_command(program, &full, &self.dir, &home, PASSPHRASE);
+        let mut cmd = tool.command(args, &self.dir, &home, PASSPHRASE);
         cmd.env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "yes")
             .env("BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "YES")
             .stdin(Stdio::null());
@@ -88,21 +74,6 @@ impl Sandbox {
         );
         repo
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_code(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: exit code\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(out)
-    );
 }
 
 /// A PUT in a segment file: where it is and what it stores.
