@@ -88,7 +88,12 @@ impl Setup {
 
     /// A repository `name` made by `tool` holding archive `a0` of the source tree.
     fn repo_with_archive(&self, tool: Tool, name: &str) -> String {
-        let repo = self.dir.join(name).display().to_string();
+        self.repo_with_archive_at(tool, &self.dir.join(name))
+    }
+
+    /// The same at `path` (on a mount of its own).
+    fn repo_with_archive_at(&self, tool: Tool, path: &Path) -> String {
+        let repo = path.display().to_string();
         ok(
             &self.run(tool, &["init", "-e", "none", &repo], None),
             "init",
@@ -404,15 +409,7 @@ fn a_full_file_system_is_cleaned_up_like_borg() {
         else {
             return;
         };
-        let repo = mount.0.join("repo").display().to_string();
-        ok(
-            &setup.run(tool, &["init", "-e", "none", &repo], None),
-            "init",
-        );
-        ok(
-            &setup.run(tool, &["create", &format!("{repo}::a0"), "in"], None),
-            "create a0",
-        );
+        let repo = setup.repo_with_archive_at(tool, &mount.0.join("repo"));
         let before = files_state(Path::new(&repo));
         let out = setup.run(tool, &["create", &format!("{repo}::big"), "big"], None);
         assert_code(&out, 2, &format!("{tool:?} create on a full file system"));
@@ -444,15 +441,7 @@ fn read_only_repository_and_target_like_borg() {
         let Some(mount) = Tmpfs::mount(&setup.dir.join(format!("ro-{tool:?}")), "size=16m") else {
             return;
         };
-        let repo = mount.0.join("repo").display().to_string();
-        ok(
-            &setup.run(tool, &["init", "-e", "none", &repo], None),
-            "init",
-        );
-        ok(
-            &setup.run(tool, &["create", &format!("{repo}::a0"), "in"], None),
-            "create a0",
-        );
+        let repo = setup.repo_with_archive_at(tool, &mount.0.join("repo"));
         mount.remount("ro");
         let b = format!("{repo}::b");
         let locked: [&[&str]; 3] = [&["create", &b, "in"], &["list", &repo], &["check", &repo]];
