@@ -1,7 +1,16 @@
 //! Crash injection (issue 10, part 2): `rborg borg create`, `delete` (one archive), `prune`
 //! (keeping fewer), `compact` (after a delete) and `check --repair` are SIGKILLed at a random
 //! moment, on a local repository and on one reached over `ssh://` (a stand-in ssh that runs
-//! `rborg borg serve` here; the whole process group is killed, so the serve side dies too).
+//! `rborg borg serve` here), in three kinds:
+//!
+//! * `local`: the process is killed;
+//! * `remote`: the whole process group is killed (the client, the stand-in ssh and the serve
+//!   side), as when the machine running both goes down;
+//! * `remote-client`: only the client is killed and the serve side lives on, as when a laptop
+//!   dies or its network drops: the server sees the connection close, must give up the
+//!   uncommitted transaction and the repository lock, and exit by itself within 10 s (borg's
+//!   `RepositoryServer.serve` closes the repository at EOF). Its lock must be gone before
+//!   anything else runs (the other kinds leave a stale lock that `borg break-lock` removes).
 //!
 //! Each trial starts from a copy of a template repository holding archives `a1`..`a3` made by
 //! rborg (the tree snapshot of each archive's source is recorded), runs the operation and
@@ -57,7 +66,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use rborg_testkit::{borg_command, noise, tree_snapshot, SnapshotOptions, BORG, PYTHON};
 
@@ -157,6 +166,7 @@ impl Op {
 enum Kind {
     Local,
     Remote,
+    RemoteClient,
 }
 
 impl Kind {
@@ -164,6 +174,7 @@ impl Kind {
         match self {
             Kind::Local => "local",
             Kind::Remote => "remote",
+            Kind::RemoteClient => "remote-client",
         }
     }
 }
@@ -290,7 +301,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// Waits until no live (non-zombie) process is left in process group `pgid`, for at most 10 s:
 /// the serve side of a killed remote operation must be gone before anyone opens the
-/// repository again.
+/// repository again (after a kill of the client alone it has to notice and exit by itself).
 fn wait_group_gone(pgid: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -314,7 +325,7 @@ fn wait_group_gone(pgid: u32) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    panic!("process group {pgid} still alive 10 s after SIGKILL");
+    panic!("process group {pgid} (the serve side) still alive 10 s after the SIGKILL");
 }
 
 impl Fixture {
@@ -344,7 +355,9 @@ impl Fixture {
     fn url(&self) -> String {
         match self.kind {
             Kind::Local => self.repo().display().to_string(),
-            Kind::Remote => format!("ssh://localhost{}", self.repo().display()),
+            Kind::Remote | Kind::RemoteClient => {
+                format!("ssh://localhost{}", self.repo().display())
+            }
         }
     }
 
@@ -521,8 +534,13 @@ impl Fixture {
                     }
                     let now = Instant::now();
                     if now >= deadline {
-                        // the group: the client, the stand-in ssh and `borg serve`
-                        let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+                        if self.kind == Kind::RemoteClient {
+                            // the client alone: `borg serve` sees its stdin close
+                            let _ = kill(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+                        } else {
+                            // the group: the client, the stand-in ssh and `borg serve`
+                            let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+                        }
                         break true;
                     }
                     std::thread::sleep((deadline - now).min(Duration::from_millis(2)));
@@ -540,6 +558,15 @@ impl Fixture {
         let repo = self.repo();
         let repo_s = repo.to_str().unwrap();
         let url = self.url();
+        // 0. a server that outlived its client gave up the lock when it saw the connection close
+        if self.kind == Kind::RemoteClient {
+            let held = held_locks(&repo);
+            if !held.is_empty() {
+                return Err(format!(
+                    "the serve side exited but left the repository locked: {held:?}"
+                ));
+            }
+        }
         // 1. as a user would: break the lock the killed process left, then borg check
         let out = self.borg_out(&["break-lock", repo_s]);
         if !out.status.success() {
@@ -865,6 +892,32 @@ fn sigkill_local_operations() {
 #[test]
 fn sigkill_remote_operations() {
     run(Kind::Remote);
+}
+
+#[test]
+fn sigkill_remote_client_only() {
+    run(Kind::RemoteClient);
+}
+
+/// What is left of borg's lock in `repo`: the `lock.exclusive` directory's owner files and
+/// the holders in `lock.roster` (both are gone after a clean release).
+fn held_locks(repo: &Path) -> Vec<String> {
+    let mut held = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(repo.join("lock.exclusive")) {
+        held.extend(
+            dir.flatten()
+                .map(|e| format!("lock.exclusive/{}", e.file_name().to_string_lossy())),
+        );
+    }
+    if let Ok(roster) = std::fs::read_to_string(repo.join("lock.roster")) {
+        let roster: serde_json::Value = serde_json::from_str(&roster).unwrap_or_default();
+        for kind in ["exclusive", "shared"] {
+            for holder in roster[kind].as_array().into_iter().flatten() {
+                held.push(format!("lock.roster {kind} {holder}"));
+            }
+        }
+    }
+    held
 }
 
 /// Names, sizes and mtimes of everything in the repository directory (not `data/`).
