@@ -53,7 +53,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub use chrono;
@@ -368,6 +368,79 @@ struct Job {
     reply: SyncSender<CreateResult<Processed>>,
 }
 
+/// Chunk bytes in flight per worker thread (see [`InFlight`]): a chunk being compressed and
+/// one waiting for the storing side, at borg's default 2 MiB target chunk size, with room
+/// for chunks above the mean.
+const IN_FLIGHT_PER_THREAD: usize = 6 << 20;
+
+/// Plus this much for the chunk the walker is cutting and the one being stored, so that
+/// even one or two workers keep going through a run of large chunks (up to 8 MiB with
+/// borg's default `--chunker-params`).
+const IN_FLIGHT_BASE: usize = 12 << 20;
+
+fn in_flight_limit(threads: usize) -> usize {
+    threads * IN_FLIGHT_PER_THREAD + IN_FLIGHT_BASE
+}
+
+/// The chunk bytes between the chunker and the storing side: a chunk is counted from the
+/// moment the walker copies it out of the chunker's buffer until the storing side has put
+/// its encrypted object into the segment writer. The channels bound how many chunks are in
+/// flight, but chunks range from a few bytes to 8 MiB, so a count alone lets a run of big
+/// chunks hold ~100 MiB; this bounds the bytes (the first backup's peak RSS: see
+/// docs/performance.md). A chunk larger than the whole limit still passes when nothing else
+/// is in flight.
+struct InFlight {
+    state: Mutex<InFlightState>,
+    room: Condvar,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct InFlightState {
+    bytes: usize,
+    /// The storing side ended: nobody will make room any more.
+    closed: bool,
+}
+
+impl InFlight {
+    fn new(limit: usize) -> InFlight {
+        InFlight {
+            state: Mutex::new(InFlightState::default()),
+            room: Condvar::new(),
+            limit,
+        }
+    }
+
+    /// Waits until `bytes` more fit (or nothing is in flight); false once closed.
+    fn acquire(&self, bytes: usize) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        while !state.closed && state.bytes > 0 && state.bytes + bytes > self.limit {
+            state = match self.room.wait(state) {
+                Ok(s) => s,
+                Err(_) => return false,
+            };
+        }
+        state.bytes += bytes;
+        !state.closed
+    }
+
+    fn release(&self, bytes: usize) {
+        if let Ok(mut state) = self.state.lock() {
+            state.bytes = state.bytes.saturating_sub(bytes);
+        }
+        self.room.notify_one();
+    }
+
+    fn close(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.closed = true;
+        }
+        self.room.notify_all();
+    }
+}
+
 /// What the walker sends to the storing thread, in archive order.
 enum Event {
     /// A file's content follows: its item as it is before the content, which checkpoint part
@@ -475,6 +548,7 @@ pub fn create_archive_cached(
         .map(|d| d.into_os_string().into_vec())
         .unwrap_or_default();
     let halt = AtomicBool::new(false);
+    let in_flight = InFlight::new(in_flight_limit(opts.threads.max(1)));
     let mut archive = Building {
         name,
         checkpoint_name: checkpoint_name(manifest, name),
@@ -497,6 +571,7 @@ pub fn create_archive_cached(
         interrupt: opts.interrupt.as_deref(),
         interrupt_done: false,
         halt: &halt,
+        in_flight: &in_flight,
         last_checkpoint: Instant::now(),
         part: PartState::default(),
     };
@@ -520,6 +595,7 @@ pub fn create_archive_cached(
         let files_mode = files_mode.as_str();
         let cwd = cwd.as_slice();
         let halt = &halt;
+        let in_flight = &in_flight;
         scope.spawn(move || {
             let mut walker = Walker {
                 opts,
@@ -539,6 +615,7 @@ pub fn create_archive_cached(
                     cwd,
                 }),
                 halt,
+                in_flight,
             };
             walker.run(sources);
         });
@@ -551,8 +628,9 @@ pub fn create_archive_cached(
             opts,
             &mut counters,
         );
-        // whatever happened, the walker must not start anything new
+        // whatever happened, the walker must not start anything new (nor wait for room)
         halt.store(true, Ordering::SeqCst);
+        in_flight.close();
         outcome
     })?;
 
@@ -659,6 +737,8 @@ struct Building<'c> {
     interrupt_done: bool,
     /// Tells the walker to start no new entry (borg's `_rec_walk` checks `action_done`).
     halt: &'c AtomicBool,
+    /// Where the storing side gives back the room of each chunk it has stored.
+    in_flight: &'c InFlight,
     /// borg's `ChunksProcessor.last_checkpoint`.
     last_checkpoint: Instant,
     part: PartState,
@@ -880,6 +960,7 @@ fn consume(
                     .map_err(|_| CreateError::Internal("worker ended".into()))??;
                 let (entry, new) =
                     store.add_chunk(processed.id, processed.size, processed.envelope, None)?;
+                archive.in_flight.release(processed.size as usize);
                 if new {
                     counters.2 += 1;
                 } else {
@@ -998,6 +1079,8 @@ struct Walker<'o> {
     files_cache: Option<FilesCacheUse<'o>>,
     /// Set by the storing side after an interrupt's checkpoint: start no new entry.
     halt: &'o AtomicBool,
+    /// Room for chunk bytes between the chunker and the storing side.
+    in_flight: &'o InFlight,
 }
 
 /// What the walker needs to consult the files cache (borg's `file_known_and_unchanged`
@@ -1467,6 +1550,9 @@ impl Walker<'_> {
                     return Err(ReadFailure::Io(std::io::Error::other(e.to_string())));
                 }
             };
+            if !self.in_flight.acquire(chunk.len) {
+                return Err(ReadFailure::Stop);
+            }
             let data = match (chunk.kind, chunk.data) {
                 (ChunkKind::Data, Some(d)) => d.to_vec(),
                 // all-zero (CH_ALLOC) and hole (CH_HOLE) chunks are stored as zeros

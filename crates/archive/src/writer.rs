@@ -49,6 +49,11 @@ use crate::manifest::{ArchiveEntry, Manifest, ISO_FORMAT, MANIFEST_ID};
 /// How many repository object IDs are requested per `list` call.
 const LIST_PAGE: usize = 10_000;
 
+/// Unused capacity an envelope may keep when it leaves [`ChunkStore::encrypt`]: more is given
+/// back, since envelopes wait in the pipeline's queue (a chunk that compressed to a quarter
+/// would otherwise hold its whole worst-case buffer).
+const ENVELOPE_SLACK: usize = 64 << 10;
+
 fn lock_err<T>(_: T) -> CreateError {
     CreateError::Internal("lock poisoned".into())
 }
@@ -242,11 +247,22 @@ impl<'k, 'r> ChunkStore<'k, 'r> {
     }
 
     /// Compresses with the session's compressor and encrypts with the next nonces.
+    ///
+    /// The chunk is compressed straight into its envelope, behind the room for the envelope
+    /// header, and encrypted in place: no second buffer per chunk. The compressors size their
+    /// output for the worst case, so the slack is given back before the envelope joins the
+    /// queue to the segment writer (a shrinking `realloc` does not copy).
     pub fn encrypt(&self, data: &[u8]) -> CreateResult<Vec<u8>> {
-        let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
-        self.compressor.try_compress_into(data, &mut compressed)?;
+        let header = self.key.envelope_header_len();
+        let mut envelope = Vec::with_capacity(header + data.len() / 2 + 64);
+        envelope.resize(header, 0);
+        self.compressor.try_compress_into(data, &mut envelope)?;
+        if envelope.capacity() - envelope.len() > ENVELOPE_SLACK {
+            envelope.shrink_to_fit();
+        }
         let mut nonces = self.nonces.lock().map_err(lock_err)?;
-        Ok(self.key.encrypt_next(&compressed, &mut nonces)?)
+        self.key.seal_next_in_place(&mut envelope, &mut nonces)?;
+        Ok(envelope)
     }
 
     /// borg's `cache.add_chunk`: stores the chunk `id` unless it is known; returns its chunk

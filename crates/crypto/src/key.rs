@@ -377,23 +377,41 @@ impl Key {
     /// [`crate::nonces::NonceManager`] so it is never reused (use [`Key::encrypt_next`]).
     /// It is ignored by the unencrypted modes.
     pub fn encrypt(&self, payload: &[u8], nonce: u64) -> Vec<u8> {
-        let tb = self.key_type.type_byte();
-        if !self.key_type.is_encrypted() {
-            let mut out = Vec::with_capacity(payload.len() + 1);
-            out.push(tb);
-            out.extend_from_slice(payload);
-            return out;
-        }
-        let mut out = Vec::with_capacity(PAYLOAD_OVERHEAD + payload.len());
-        out.push(tb);
-        out.extend_from_slice(&[0u8; 32]);
-        out.extend_from_slice(&nonce.to_be_bytes());
+        let mut out = Vec::with_capacity(self.envelope_header_len() + payload.len());
+        out.resize(self.envelope_header_len(), 0);
         out.extend_from_slice(payload);
-        let mut cipher = Aes256Ctr::new(&self.enc_key.into(), &iv_for(nonce).into());
-        cipher.apply_keystream(&mut out[PAYLOAD_OVERHEAD..]);
-        let mac = self.mac(&out[33..]);
-        out[1..33].copy_from_slice(&mac);
+        self.seal_in_place(&mut out, nonce);
         out
+    }
+
+    /// How many bytes an envelope of this key puts before the payload: the type byte, and for
+    /// encrypting keys the MAC and the nonce (`internals/security.rst`, "Encryption").
+    pub fn envelope_header_len(&self) -> usize {
+        if self.key_type.is_encrypted() {
+            PAYLOAD_OVERHEAD
+        } else {
+            1
+        }
+    }
+
+    /// Turns `buf` into an envelope in place: `buf` holds [`Key::envelope_header_len`]
+    /// bytes of room followed by the payload; the header is filled in and the payload
+    /// encrypted where it lies. What [`Key::encrypt`] returns for the same payload and nonce,
+    /// without a second buffer: the create pipeline compresses each chunk straight into its
+    /// envelope. A `buf` shorter than the header is left alone (it cannot hold one).
+    pub fn seal_in_place(&self, buf: &mut [u8], nonce: u64) {
+        if buf.len() < self.envelope_header_len() {
+            return;
+        }
+        buf[0] = self.key_type.type_byte();
+        if !self.key_type.is_encrypted() {
+            return;
+        }
+        buf[33..PAYLOAD_OVERHEAD].copy_from_slice(&nonce.to_be_bytes());
+        let mut cipher = Aes256Ctr::new(&self.enc_key.into(), &iv_for(nonce).into());
+        cipher.apply_keystream(&mut buf[PAYLOAD_OVERHEAD..]);
+        let mac = self.mac(&buf[33..]);
+        buf[1..33].copy_from_slice(&mac);
     }
 
     /// Encrypt with the next nonce of `nonces` (reserving nonce space as needed), like borg's
@@ -408,6 +426,22 @@ impl Key {
         }
         let nonce = nonces.next_nonce(num_cipher_blocks(payload.len()))?;
         Ok(self.encrypt(payload, nonce))
+    }
+
+    /// [`Key::seal_in_place`] with the next nonce of `nonces` (as [`Key::encrypt_next`]).
+    pub fn seal_next_in_place<R: crate::nonces::RepoNonces>(
+        &self,
+        buf: &mut [u8],
+        nonces: &mut crate::nonces::NonceManager<R>,
+    ) -> Result<()> {
+        let payload = buf.len().saturating_sub(self.envelope_header_len());
+        let nonce = if self.key_type.is_encrypted() {
+            nonces.next_nonce(num_cipher_blocks(payload))?
+        } else {
+            0
+        };
+        self.seal_in_place(buf, nonce);
+        Ok(())
     }
 
     /// Check and open an envelope, returning the (still compressed) payload.

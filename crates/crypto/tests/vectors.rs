@@ -95,6 +95,11 @@ fn envelopes_reproduce_borg_bytes() {
                 "{} nonce {nonce}",
                 m["mode"]
             );
+            // built in place (the create pipeline's way): the same bytes
+            let mut in_place = vec![0xAA; key.envelope_header_len()];
+            in_place.extend_from_slice(&payload);
+            key.seal_in_place(&mut in_place, nonce);
+            assert_eq!(in_place, env, "{} in place, nonce {nonce}", m["mode"]);
             assert_eq!(key.decrypt(None, &env).unwrap(), payload);
             assert_eq!(KeyType::from_manifest(&env).unwrap(), key.key_type());
             if key.key_type().is_encrypted() {
