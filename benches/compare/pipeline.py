@@ -11,6 +11,10 @@ unchanged re-run (the files cache), extract/restore of everything, and check --v
 --read-data. After the rounds the dataset is mutated once (gen-dataset --mutate, about 2% changed) and every
 tool backs it up again into its last repository. Each command runs under /usr/bin/time, which gives wall
 time, user+sys CPU and peak RSS. Prints medians per operation and the ratios rborg/borg and rborg/restic.
+Every extraction is kept until the end (rounds x tools x the dataset's size on disk under --work; 10 GB
+for the defaults), so that no extraction runs right after a deletion (see the comment at the extract).
+Keep other work off the machine while it runs (a fuzzer too: `nice` does not reach across sessions when
+the kernel groups processes by session, /proc/sys/kernel/sched_autogroup_enabled).
 """
 import argparse
 import os
@@ -133,12 +137,14 @@ def main():
             record(tool, 'first backup', timed(argv, cwd, env))
             argv, cwd = tool.backup(repo, 'unchanged', data_parent)
             record(tool, 'unchanged re-run', timed(argv, cwd, env))
-            target = os.path.join(work, 'restore')
-            shutil.rmtree(target, ignore_errors=True)
+            # every extraction gets its own directory, all deleted at the end: ext4 without a
+            # journal (these VMs) makes each file creation scan past inodes deleted in the last
+            # ~30 s (ext4's recently_deleted()), which made an extract that followed a deletion
+            # up to twice as slow, depending on which tool ran just before
+            target = os.path.join(work, 'restore', '%s-%d' % (tool.name, rnd))
             os.makedirs(target)
             argv, cwd = tool.restore(repo, 'first', target)
             record(tool, 'extract everything', timed(argv, cwd or target, env))
-            shutil.rmtree(target)
             argv, cwd = tool.check(repo)
             record(tool, 'check --verify-data', timed(argv, cwd or work, env))
             argv, cwd = tool.version()

@@ -45,31 +45,6 @@ pub(crate) fn worker_threads() -> usize {
     })
 }
 
-/// `items.iter().map(f)` on up to [`worker_threads`] scoped threads, each taking a contiguous
-/// slice; the results come back in order. One item, or one core, runs on the calling thread.
-pub(crate) fn map_in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = worker_threads().min(items.len());
-    if threads <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let per = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(per)
-            .map(|slice| s.spawn(move || slice.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(results) => results,
-                // `f` panicked: that is a bug, not bad input; let it surface
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    })
-}
-
 /// What can go wrong reading an archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

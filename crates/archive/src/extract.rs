@@ -34,13 +34,14 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use rborg_crypto::Key;
 use rborg_repository::{ObjectId, Repository};
 
-use crate::archive::{map_in_parallel, open_object, ArchiveMeta, ReadError, PREFETCH};
+use crate::archive::{open_object, ArchiveMeta, ReadError, PREFETCH};
 use crate::item::{
     hardlinkable, strip_components, stripped_away, ChunkListEntry, Item, ItemUnpacker, S_IFBLK,
     S_IFCHR, S_IFIFO, S_IFREG,
@@ -143,47 +144,150 @@ fn show(path: &[u8]) -> String {
     crate::format::remove_surrogates(path)
 }
 
-/// The most plaintext [`fetch_chunks`] opens at once (fewer chunks than `PREFETCH` when they
-/// are big); enough for every core to open a few default-sized (2 MiB) chunks in parallel.
-const BATCH_BYTES: u64 = 16 << 20;
+/// The most plaintext the content reader opens and hands over at once (fewer chunks than
+/// [`CONTENT_BATCH_CHUNKS`] when they are big; a single bigger chunk goes alone). One batch
+/// is being written while the next is read and opened, which bounds extraction's content
+/// memory to about three times this (the compressed and opened batch, the written one).
+const BATCH_BYTES: u64 = 8 << 20;
 
-/// Fetches `chunks` in batches with [`Repository::get_many`], opens (decrypts, decompresses,
-/// ID-checks) each batch on all cores and hands the plaintexts to `sink` in order. A chunk
-/// whose size differs from its chunk list entry is an error.
-fn fetch_chunks(
-    repository: &mut dyn Repository,
+/// The most chunks in one content batch: many small files' chunks go in one repository
+/// call and one hand-over.
+const CONTENT_BATCH_CHUNKS: usize = 256;
+
+/// Consecutive chunks of a batch's content plan, read and opened.
+struct ContentBatch {
+    /// Plan index of the first chunk.
+    start: usize,
+    chunks: Vec<Result<Vec<u8>, ReadError>>,
+}
+
+/// The content reader (borg's `DownloadPipeline.fetch_many` with preload): on its own
+/// thread, reads the planned chunks of the selected items in order with
+/// [`Repository::get_many`] (announcing them ahead through [`Repository::preload`]), opens
+/// them (decrypt, decompress, ID check) and hands them to the writer, so that reading and
+/// opening overlap the file system work of extraction. One thread, not one per core: at 1
+/// GiB the opening (about 3 s of CPU) and the writing (mostly kernel time) are of a size,
+/// and chunk buffers made on many threads and freed on the writer's kept glibc's
+/// per-thread arenas at their peaks (peak RSS 118-147 MB against 78-86 MB; see
+/// docs/performance.md). A failed
+/// batch is read again chunk by chunk, so that the error belongs to the chunk that caused it
+/// (the writer reports it when it reaches that chunk, as borg fails on the file that needs
+/// it). Stops when the writer hangs up.
+fn read_content(
+    repository: &mut (dyn Repository + Send),
     key: &Key,
-    chunks: &[ChunkListEntry],
-    sink: &mut dyn FnMut(&[u8]) -> Result<(), ItemError>,
-) -> Result<u64, ItemError> {
-    let mut total = 0u64;
-    let mut rest = chunks;
-    while !rest.is_empty() {
-        // up to PREFETCH chunks, but no more plaintext than BATCH_BYTES (one chunk at least):
-        // sixteen 8 MiB chunks of a sparse image would otherwise sit in memory twice
-        let mut take = 0;
-        let mut bytes = 0u64;
-        while take < rest.len().min(PREFETCH)
-            && (take == 0 || bytes + rest[take].size <= BATCH_BYTES)
+    mut plan: ReadAhead,
+    out: SyncSender<ContentBatch>,
+) {
+    let mut i = 0;
+    while i < plan.ids.len() {
+        // a preload failure (a broken connection) shows again in get_many, per chunk
+        let _ = plan.announce(&mut *repository, i);
+        let mut end = i;
+        while end < plan.ids.len()
+            && end - i < CONTENT_BATCH_CHUNKS
+            && (end == i || plan.offsets[end + 1] - plan.offsets[i] <= BATCH_BYTES)
         {
-            bytes += rest[take].size;
-            take += 1;
+            end += 1;
         }
-        let (batch, after) = rest.split_at(take);
-        rest = after;
-        let ids: Vec<ObjectId> = batch.iter().map(|c| c.id).collect();
-        let cdatas = repository.get_many(&ids).map_err(ReadError::from)?;
-        // small batches are not worth a thread each
-        let big = cdatas.iter().map(Vec::len).sum::<usize>() > 256 * 1024;
-        let pairs: Vec<(&ObjectId, &Vec<u8>)> = ids.iter().zip(&cdatas).collect();
-        let open = |(id, c): &(&ObjectId, &Vec<u8>)| open_object(key, id, c);
-        let plain: Vec<Result<Vec<u8>, ReadError>> = if big {
-            map_in_parallel(&pairs, open)
-        } else {
-            pairs.iter().map(open).collect()
+        let ids = &plan.ids[i..end];
+        let cdatas: Vec<Result<Vec<u8>, ReadError>> = match repository.get_many(ids) {
+            Ok(cdatas) => cdatas.into_iter().map(Ok).collect(),
+            Err(_) => ids
+                .iter()
+                .map(|id| {
+                    let mut one = repository.get_many(std::slice::from_ref(id))?;
+                    Ok(one.pop().unwrap_or_default())
+                })
+                .collect(),
         };
-        for (entry, data) in batch.iter().zip(plain) {
-            let data = data?;
+        let opened: Vec<Result<Vec<u8>, ReadError>> = ids
+            .iter()
+            .zip(&cdatas)
+            .filter_map(|(id, c)| c.as_ref().ok().map(|c| open_object(key, id, c)))
+            .collect();
+        let mut opened = opened.into_iter();
+        let chunks = cdatas
+            .into_iter()
+            .map(|c| match c {
+                Ok(_) => opened
+                    .next()
+                    .unwrap_or_else(|| Err(ReadError::InvalidItem("content chunk lost".into()))),
+                Err(e) => Err(e),
+            })
+            .collect();
+        if out.send(ContentBatch { start: i, chunks }).is_err() {
+            return;
+        }
+        i = end;
+    }
+}
+
+/// The writer's end of [`read_content`]: hands out the planned chunks by plan index, in
+/// order, dropping those the writer passes over (a file that became a hard link or could
+/// not be created).
+struct ContentStream {
+    batches: Receiver<ContentBatch>,
+    current: std::collections::VecDeque<Result<Vec<u8>, ReadError>>,
+    /// Plan index of the front of `current`.
+    next: usize,
+}
+
+impl ContentStream {
+    fn new(batches: Receiver<ContentBatch>) -> ContentStream {
+        ContentStream {
+            batches,
+            current: Default::default(),
+            next: 0,
+        }
+    }
+
+    /// The plaintext of plan chunk `index`.
+    fn take(&mut self, index: usize) -> Result<Vec<u8>, ItemError> {
+        loop {
+            if index < self.next {
+                return Err(ItemError::Backup(format!(
+                    "content chunk {index} was read out of order"
+                )));
+            }
+            if let Some(front) = self.current.pop_front() {
+                self.next += 1;
+                if self.next - 1 == index {
+                    return Ok(front?);
+                }
+                continue;
+            }
+            match self.batches.recv() {
+                Ok(batch) => {
+                    self.next = batch.start;
+                    self.current = batch.chunks.into();
+                }
+                Err(_) => {
+                    return Err(ItemError::Backup(format!(
+                        "content chunk {index} was never read"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Hands the content of an item whose chunks start at plan index `first` to `sink`, in
+    /// order; returns the content size. A chunk whose size differs from its chunk list
+    /// entry is an error.
+    fn read(
+        &mut self,
+        first: Option<usize>,
+        chunks: &[ChunkListEntry],
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), ItemError>,
+    ) -> Result<u64, ItemError> {
+        let Some(first) = first.or_else(|| chunks.is_empty().then_some(0)) else {
+            return Err(ItemError::Backup(
+                "content chunks were not planned for reading".into(),
+            ));
+        };
+        let mut total = 0u64;
+        for (k, entry) in chunks.iter().enumerate() {
+            let data = self.take(first + k)?;
             if data.len() as u64 != entry.size {
                 return Err(ItemError::Backup(format!(
                     "chunk {} has {} bytes, chunk list says {}",
@@ -195,8 +299,8 @@ fn fetch_chunks(
             total += data.len() as u64;
             sink(&data)?;
         }
+        Ok(total)
     }
-    Ok(total)
 }
 
 /// Plaintext bytes of chunks the extractor keeps announced ahead of the file it is writing
@@ -329,8 +433,6 @@ fn check_relative(path: &[u8]) -> Result<(), ExtractError> {
 type Masters = HashMap<Vec<u8>, (Option<Vec<ChunkListEntry>>, Option<PathBuf>)>;
 
 struct Extractor<'a> {
-    repository: &'a mut dyn Repository,
-    key: &'a Key,
     opts: &'a ExtractOptions,
     dest: PathBuf,
     owners: Owners,
@@ -366,7 +468,13 @@ impl Extractor<'_> {
     }
 
     /// Content of an item in dry-run and stdout mode: fetched, verified, maybe written out.
-    fn read_only(&mut self, item: &Item) -> Result<(), ItemError> {
+    /// Its chunks start at plan index `first` of `content`.
+    fn read_only(
+        &mut self,
+        item: &Item,
+        first: Option<usize>,
+        content: &mut ContentStream,
+    ) -> Result<(), ItemError> {
         if let Some(chunks) = &item.chunks {
             let stdout = if self.opts.stdout {
                 self.stdout.as_deref_mut()
@@ -376,7 +484,7 @@ impl Extractor<'_> {
             let mut stdout = stdout;
             let progress = self.opts.progress.then(|| show(&item.path));
             let events = &mut self.events;
-            let total = fetch_chunks(self.repository, self.key, chunks, &mut |data| {
+            let total = content.read(first, chunks, &mut |data| {
                 if let Some(path) = &progress {
                     events(ExtractEvent::Data {
                         path: path.clone(),
@@ -436,7 +544,14 @@ impl Extractor<'_> {
     }
 
     /// borg's `extract_item` for everything but dry-run/stdout and directories' second pass.
-    fn extract_item(&mut self, item: &mut Item, original_path: &[u8]) -> Result<(), ItemError> {
+    /// A regular file's chunks start at plan index `first` of `content`.
+    fn extract_item(
+        &mut self,
+        item: &mut Item,
+        original_path: &[u8],
+        first: Option<usize>,
+        content: &mut ContentStream,
+    ) -> Result<(), ItemError> {
         check_relative(&item.path).map_err(ItemError::Fatal)?;
         let path = self.target(&item.path);
         if let Ok(st) = std::fs::symlink_metadata(&path) {
@@ -466,7 +581,7 @@ impl Extractor<'_> {
                 let chunks = item.chunks.clone().unwrap_or_default();
                 let progress = self.opts.progress.then(|| show(&item.path));
                 let events = &mut self.events;
-                let total = fetch_chunks(self.repository, self.key, &chunks, &mut |data| {
+                let total = content.read(first, &chunks, &mut |data| {
                     if let Some(path) = &progress {
                         events(ExtractEvent::Data {
                             path: path.clone(),
@@ -626,6 +741,43 @@ impl Extractor<'_> {
     }
 }
 
+/// Extracts the selected items of one batch of the item stream (each with the plan index of
+/// its first content chunk), finishing the directories the walk leaves.
+fn extract_selected(
+    ex: &mut Extractor<'_>,
+    dirs: &mut Vec<Item>,
+    selected: Vec<(Item, Option<usize>)>,
+    content: &mut ContentStream,
+) -> Result<(), ExtractError> {
+    let opts = ex.opts;
+    for (mut item, first_chunk) in selected {
+        let original_path = item.path.clone();
+        item.path = strip_components(&item.path, opts.strip_components);
+        if !opts.dry_run {
+            while dirs.last().is_some_and(|d| !item.path.starts_with(&d.path)) {
+                if let Some(d) = dirs.pop() {
+                    if !opts.stdout {
+                        ex.finish_dir(&d)?;
+                    }
+                }
+            }
+        }
+        (ex.events)(ExtractEvent::Listed(show(&item.path)));
+        ex.summary.items += 1;
+        let result = if opts.dry_run || opts.stdout {
+            ex.read_only(&item, first_chunk, content)
+        } else if item.is_dir() {
+            let r = ex.extract_item(&mut item, &original_path, first_chunk, content);
+            dirs.push(item.clone());
+            r
+        } else {
+            ex.extract_item(&mut item, &original_path, first_chunk, content)
+        };
+        ex.report(&original_path, result)?;
+    }
+    Ok(())
+}
+
 fn check_size(item: &Item, total: u64) -> Result<(), ItemError> {
     match item.size {
         Some(size) if size != total => Err(ItemError::Backup(format!(
@@ -697,7 +849,7 @@ fn selected_size(
 /// matched nothing are reported as warnings at the end, as borg does.
 #[allow(clippy::too_many_arguments)]
 pub fn extract_archive<'a>(
-    repository: &'a mut dyn Repository,
+    repository: &'a mut (dyn Repository + Send),
     key: &'a Key,
     meta: &ArchiveMeta,
     matcher: &mut PatternMatcher,
@@ -708,8 +860,6 @@ pub fn extract_archive<'a>(
 ) -> Result<ExtractSummary, ExtractError> {
     let partial = !matcher.is_empty() || opts.strip_components > 0;
     let mut ex = Extractor {
-        repository,
-        key,
         opts,
         dest: dest.to_path_buf(),
         owners: Owners::default(),
@@ -719,21 +869,21 @@ pub fn extract_archive<'a>(
         masters: if partial { Some(HashMap::new()) } else { None },
     };
     if opts.progress {
-        let total = selected_size(&mut *ex.repository, key, meta, matcher, opts)?;
+        let total = selected_size(&mut *repository, key, meta, matcher, opts)?;
         (ex.events)(ExtractEvent::Total(total));
     }
     let mut dirs: Vec<Item> = Vec::new();
     let mut unpacker = ItemUnpacker::new();
     for batch in meta.items.chunks(PREFETCH) {
-        let cdatas = ex.repository.get_many(batch).map_err(ReadError::from)?;
+        let cdatas = repository.get_many(batch).map_err(ReadError::from)?;
         for (id, cdata) in batch.iter().zip(cdatas) {
             unpacker.feed(&open_object(key, id, &cdata)?);
         }
-        // First the selection, so that the chunks of the selected files are known (and can
-        // be announced to the repository) before the first of them is extracted.
+        // First the selection, so that the chunks of the selected files are known (and the
+        // content reader can go ahead of the writer) before the first of them is extracted.
         let mut selected = Vec::new();
-        let mut read_ahead = ReadAhead::default();
-        while let Some(item) = unpacker.next_item()? {
+        let mut plan = ReadAhead::default();
+        while let Some(mut item) = unpacker.next_item()? {
             if item.part.is_some() && !opts.consider_part_files {
                 continue;
             }
@@ -750,6 +900,18 @@ pub fn extract_archive<'a>(
                 {
                     masters.insert(item.path.clone(), (item.chunks.clone(), None));
                 }
+                // a link whose master is not extracted takes over its chunks (`link_helper`
+                // decides again when the item's turn comes: an earlier link extracted by
+                // then is linked to instead, and the chunks read for this one are dropped)
+                if let Some((Some(chunks), None)) =
+                    item.source.as_ref().and_then(|s| masters.get(s))
+                {
+                    // (dry-run and --stdout read only an item's own chunks, as borg 1.2.4)
+                    let writes = !opts.dry_run && !opts.stdout;
+                    if matched && writes && mode & crate::item::S_IFMT == S_IFREG {
+                        item.chunks = Some(chunks.clone());
+                    }
+                }
             }
             if !matched {
                 continue;
@@ -757,39 +919,27 @@ pub fn extract_archive<'a>(
             let reads_content =
                 opts.dry_run || opts.stdout || mode & crate::item::S_IFMT == S_IFREG;
             let first_chunk = match &item.chunks {
-                Some(chunks) if reads_content => Some(read_ahead.push(chunks)),
+                Some(chunks) if reads_content => Some(plan.push(chunks)),
                 _ => None,
             };
             selected.push((item, first_chunk));
         }
-        for (mut item, first_chunk) in selected {
-            if let Some(first) = first_chunk {
-                read_ahead.announce(&mut *ex.repository, first)?;
+        let repository = &mut *repository;
+        let ex = &mut ex;
+        let dirs = &mut dirs;
+        std::thread::scope(|scope| -> Result<(), ExtractError> {
+            // a hand-over, no queue: one batch being written, the next being read and opened
+            let (batches, received) = sync_channel(0);
+            let reader = scope.spawn(move || read_content(repository, key, plan, batches));
+            let mut content = ContentStream::new(received);
+            let result = extract_selected(ex, dirs, selected, &mut content);
+            // hang up first, so that a reader still going ahead stops
+            drop(content);
+            if let Err(panic) = reader.join() {
+                std::panic::resume_unwind(panic);
             }
-            let original_path = item.path.clone();
-            item.path = strip_components(&item.path, opts.strip_components);
-            if !opts.dry_run {
-                while dirs.last().is_some_and(|d| !item.path.starts_with(&d.path)) {
-                    if let Some(d) = dirs.pop() {
-                        if !opts.stdout {
-                            ex.finish_dir(&d)?;
-                        }
-                    }
-                }
-            }
-            (ex.events)(ExtractEvent::Listed(show(&item.path)));
-            ex.summary.items += 1;
-            let result = if opts.dry_run || opts.stdout {
-                ex.read_only(&item)
-            } else if item.is_dir() {
-                let r = ex.extract_item(&mut item, &original_path);
-                dirs.push(item.clone());
-                r
-            } else {
-                ex.extract_item(&mut item, &original_path)
-            };
-            ex.report(&original_path, result)?;
-        }
+            result
+        })?;
     }
     unpacker.finish()?;
     if !opts.dry_run && !opts.stdout {
