@@ -361,6 +361,9 @@ struct Processed {
     id: ObjectId,
     size: u64,
     envelope: Option<Vec<u8>>,
+    /// Bytes this chunk holds of the [`InFlight`] budget (0 for a known all-zero chunk,
+    /// which never had a buffer).
+    in_flight: usize,
 }
 
 struct Job {
@@ -616,6 +619,9 @@ pub fn create_archive_cached(
                 }),
                 halt,
                 in_flight,
+                key,
+                known: known_ref,
+                zero_ids: HashMap::new(),
             };
             walker.run(sources);
         });
@@ -928,6 +934,7 @@ fn worker(jobs: &Mutex<Receiver<Job>>, store: &ChunkStore) {
             id,
             size: job.data.len() as u64,
             envelope,
+            in_flight: job.data.len(),
         }));
     }
 }
@@ -960,7 +967,7 @@ fn consume(
                     .map_err(|_| CreateError::Internal("worker ended".into()))??;
                 let (entry, new) =
                     store.add_chunk(processed.id, processed.size, processed.envelope, None)?;
-                archive.in_flight.release(processed.size as usize);
+                archive.in_flight.release(processed.in_flight);
                 if new {
                     counters.2 += 1;
                 } else {
@@ -1081,6 +1088,11 @@ struct Walker<'o> {
     halt: &'o AtomicBool,
     /// Room for chunk bytes between the chunker and the storing side.
     in_flight: &'o InFlight,
+    key: &'o Key,
+    known: &'o KnownChunks,
+    /// IDs of all-zero chunks by size (borg's `zero_chunk_ids` in `cached_hash`): a sparse
+    /// or zero-filled file is not hashed again chunk by chunk.
+    zero_ids: HashMap<usize, ObjectId>,
 }
 
 /// What the walker needs to consult the files cache (borg's `file_known_and_unchanged`
@@ -1550,6 +1562,31 @@ impl Walker<'_> {
                     return Err(ReadFailure::Io(std::io::Error::other(e.to_string())));
                 }
             };
+            if chunk.kind != ChunkKind::Data {
+                // all zero: the ID of this size is known after the first one; a chunk the
+                // repository has needs no buffer, hash or worker at all
+                let id = match self.zero_ids.get(&chunk.len) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.key.id_hash(&vec![0u8; chunk.len]);
+                        self.zero_ids.insert(chunk.len, id);
+                        id
+                    }
+                };
+                if self.known.contains(&id) {
+                    let (tx, rx) = sync_channel(1);
+                    let _ = tx.send(Ok(Processed {
+                        id,
+                        size: chunk.len as u64,
+                        envelope: None,
+                        in_flight: 0,
+                    }));
+                    self.events
+                        .send(Event::Chunk(rx))
+                        .map_err(|_| ReadFailure::Stop)?;
+                    continue;
+                }
+            }
             if !self.in_flight.acquire(chunk.len) {
                 return Err(ReadFailure::Stop);
             }

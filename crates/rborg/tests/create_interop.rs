@@ -466,3 +466,88 @@ fn read_special_stores_a_fifo_behind_a_symlink_as_a_regular_file() {
         "borg check --verify-data",
     );
 }
+
+/// All-zero chunks (zero-filled and sparse files): rborg remembers the ID of a zero chunk of
+/// each size (borg's `cached_hash` / `zero_chunk_ids`) and passes a known one on without
+/// hashing it again. The chunk lists must still be borg's own, for the first archive (IDs
+/// computed) and for later ones (IDs remembered, chunks known), and borg must read them.
+#[test]
+fn zero_chunks_have_borgs_ids_first_and_later() {
+    if !borg_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    // 20 MiB of zeros: chunks cut at the 8 MiB maximum plus a shorter tail
+    std::fs::write(tree.join("zeros"), vec![0u8; 20 << 20]).unwrap();
+    // zeros between data: zero chunks of other sizes
+    let mut mixed = noise(3, 300_000);
+    mixed.extend(vec![0u8; 9 << 20]);
+    mixed.extend(noise(4, 300_000));
+    std::fs::write(tree.join("mixed"), &mixed).unwrap();
+    // a sparse file: a hole of 12 MiB, then data
+    let sparse = std::fs::File::create(tree.join("sparse")).unwrap();
+    sparse.set_len(12 << 20).unwrap();
+    drop(sparse);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(tree.join("sparse"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, &noise(5, 100_000)).unwrap();
+    drop(f);
+    let listing = |archive: &str| {
+        let out = borg(
+            dir,
+            &[
+                "list",
+                "--format",
+                "{path} {size} {num_chunks} {unique_chunks}{NL}",
+                &format!("repo::{archive}"),
+            ],
+        );
+        ok(&out, "borg list");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&borg(dir, &["init", "-e", "repokey", "repo"]), "borg init");
+    ok(
+        &borg(dir, &["create", "repo::by-borg", "tree"]),
+        "borg create",
+    );
+    ok(
+        &rborg(dir, &["create", "repo::first", "tree"]),
+        "rborg create",
+    );
+    // the files cache would skip reading the files again: read them
+    ok(
+        &rborg(
+            dir,
+            &["create", "--files-cache", "disabled", "repo::again", "tree"],
+        ),
+        "rborg create again",
+    );
+    // the same chunk counts, and no chunk only one archive has: the same IDs as borg's
+    let by_borg = listing("by-borg");
+    assert!(by_borg.contains("tree/zeros 20971520 3 0\n"), "{by_borg}");
+    assert!(by_borg.lines().all(|l| l.ends_with(" 0")), "{by_borg}");
+    assert_eq!(listing("first"), by_borg);
+    assert_eq!(listing("again"), by_borg);
+    ok(
+        &borg(dir, &["check", "--verify-data", "repo"]),
+        "borg check --verify-data",
+    );
+    let out_dir = dir.join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    ok(
+        &borg(&out_dir, &["extract", "../repo::again"]),
+        "borg extract",
+    );
+    for name in ["zeros", "mixed", "sparse"] {
+        assert!(
+            std::fs::read(out_dir.join("tree").join(name)).unwrap()
+                == std::fs::read(tree.join(name)).unwrap(),
+            "{name} differs after extraction"
+        );
+    }
+}
