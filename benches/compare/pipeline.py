@@ -31,7 +31,12 @@ PASSPHRASE = 'pipeline-bench'
 
 
 def timed(argv, cwd, env):
-    """Runs argv under /usr/bin/time; returns (wall s, cpu s, peak RSS MiB). Fails loudly."""
+    """Runs argv under /usr/bin/time; returns (wall s, cpu s, peak RSS MiB). Fails loudly.
+
+    Dirty pages are written out first: the step before (an extraction, the dataset mutation) left
+    hundreds of MB for the kernel to write back, which otherwise lands in whichever command runs
+    next (its commit's fsync waits for the disk) and was measured as that tool's time."""
+    os.sync()
     with tempfile.NamedTemporaryFile('r') as t:
         cmd = ['/usr/bin/time', '-o', t.name, '-f', '%e %U %S %M'] + argv
         res = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -126,6 +131,7 @@ def main():
 
     def record(tool, op, sample):
         results.setdefault((tool.name, op), []).append(sample)
+        print('  %s %s: %.2f s wall, %.2f s cpu, %.0f MiB' % ((tool.name, op) + sample), file=sys.stderr)
 
     for rnd in range(args.rounds):
         order = tools if rnd % 2 == 0 else list(reversed(tools))

@@ -93,11 +93,43 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
 
 /// Writes `data` to `path` through a temporary file and a rename (borg's `SaveFile`).
 fn save_file(path: &Path, data: &[u8]) -> CacheResult<()> {
+    save_file_with(path, |out| out.write_all(data)).map(|_| ())
+}
+
+/// [`save_file`] for content produced piece by piece by `write` (which returns what it
+/// reports, e.g. the length): written to `PATH.tmp` through a buffer, then renamed over `path`.
+fn save_file_with<T>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn io::Write) -> io::Result<T>,
+) -> CacheResult<T> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, data).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+    let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, file);
+    let result = write(&mut out).map_err(io_err(&tmp))?;
+    io::Write::flush(&mut out).map_err(io_err(&tmp))?;
+    drop(out);
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(result)
+}
+
+/// Feeds what passes through it to the integrity hash (borg's `IntegrityCheckedFile`).
+struct HashingWriter<'a> {
+    out: &'a mut dyn io::Write,
+    hasher: &'a mut IntegrityHasher,
+}
+
+impl io::Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Reads a file, verifying it like `IntegrityCheckedFile`: `parts` lists the parts hashed
@@ -389,11 +421,16 @@ impl LocalCache {
             return Ok(());
         }
         if let Some(files) = &self.files {
-            let data = files.to_bytes(self.ttl);
             let mut h = IntegrityHasher::new(&self.files_name);
-            h.update(&data);
-            h.hash_part("final", data.len() as u64);
-            save_file(&self.path.join(&self.files_name), &data)?;
+            let ttl = self.ttl;
+            save_file_with(&self.path.join(&self.files_name), |out| {
+                let mut hashing = HashingWriter {
+                    out,
+                    hasher: &mut h,
+                };
+                files.write_to(ttl, &mut hashing)
+            })
+            .map(|len| h.hash_part("final", len))?;
             let name = self.files_name.clone();
             self.set_integrity(&name, h.integrity_json());
         }
