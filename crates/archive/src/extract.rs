@@ -16,7 +16,7 @@
 //! warning (exit code 1) and extraction goes on.
 //!
 //! ```no_run
-//! # fn demo(repo: &mut dyn rborg_repository::Repository, key: &rborg_crypto::Key,
+//! # fn demo(repo: &mut (dyn rborg_repository::Repository + Send), key: &rborg_crypto::Key,
 //! #         meta: &rborg_archive::ArchiveMeta) -> Result<(), rborg_archive::extract::ExtractError> {
 //! use rborg_archive::extract::{extract_archive, ExtractOptions};
 //! use rborg_archive::patterns::PatternMatcher;
