@@ -371,7 +371,7 @@ struct Job {
     reply: SyncSender<CreateResult<Processed>>,
 }
 
-/// Events the walker gathers before handing them to the storing side (see `Walker::batch`).
+/// Events the walker gathers before handing them to the storing side (see [`EventBatches`]).
 const EVENT_BATCH: usize = 64;
 
 /// The longest the walker holds gathered events back.
@@ -479,6 +479,16 @@ impl InFlight {
             state.closed = true;
         }
         self.room.notify_all();
+    }
+}
+
+impl Event {
+    /// A [`Event::Chunk`] whose result is already there (processed on the walker's thread).
+    fn ready_chunk(processed: CreateResult<Processed>) -> Event {
+        let (tx, rx) = sync_channel(1);
+        // the receiver is alive: the send cannot fail, and the capacity holds it
+        let _ = tx.send(processed);
+        Event::Chunk(rx)
     }
 }
 
@@ -1696,15 +1706,14 @@ impl Walker<'_> {
                     }
                 };
                 if self.known.contains(&id) {
-                    let (tx, rx) = sync_channel(1);
-                    let _ = tx.send(Ok(Processed {
+                    let known = Processed {
                         id,
                         size: chunk.len as u64,
                         envelope: None,
                         in_flight: 0,
-                    }));
+                    };
                     self.events
-                        .send(Event::Chunk(rx))
+                        .send(Event::ready_chunk(Ok(known)))
                         .map_err(|_| ReadFailure::Stop)?;
                     continue;
                 }
@@ -1714,10 +1723,8 @@ impl Walker<'_> {
                     // a small chunk costs less to hash and seal here than to hand to a
                     // worker and back; held by the event batch, not the in-flight budget
                     let processed = (self.process)(d).map(|p| Processed { in_flight: 0, ..p });
-                    let (tx, rx) = sync_channel(1);
-                    let _ = tx.send(processed);
                     self.events
-                        .send(Event::Chunk(rx))
+                        .send(Event::ready_chunk(processed))
                         .map_err(|_| ReadFailure::Stop)?;
                     continue;
                 }
