@@ -582,13 +582,56 @@ pub fn create_archive_cached(
     let start_wall = Utc::now().naive_utc();
     let started = Instant::now();
 
-    let known = match cache.as_deref() {
-        Some(c) => KnownChunks::from_cache(c),
+    let known = match cache.as_deref_mut() {
+        Some(c) => KnownChunks::take_from_cache(c),
         None if !opts.dry_run => KnownChunks::from_repository(&mut *repository)?,
         None => KnownChunks::default(),
     };
-    let store =
-        ChunkStore::with_known(repository, key, opts.compression.clone(), nonce_file, known)?;
+    let compression = opts.compression.clone();
+    let (created, known) =
+        match ChunkStore::with_known(repository, key, compression, nonce_file, known) {
+            Ok(store) => {
+                let created = build_archive(
+                    &store,
+                    key,
+                    manifest,
+                    name,
+                    sources,
+                    opts,
+                    reporter,
+                    cache.as_deref_mut(),
+                    (start_wall, started),
+                );
+                (created, Some(store.into_known()))
+            }
+            Err(e) => (Err(e), None),
+        };
+    // the chunks index goes back to the cache; after a failure it may hold references of
+    // chunks that were never committed, so the cache reloads what was (borg's rollback)
+    if let Some(c) = cache {
+        if let Some(known) = known {
+            known.return_to(c);
+        }
+        if created.is_err() {
+            let _ = c.rollback();
+        }
+    }
+    created
+}
+
+/// [`create_archive_cached`] once the store is open.
+#[allow(clippy::too_many_arguments)]
+fn build_archive(
+    store: &ChunkStore,
+    key: &Key,
+    manifest: &mut Manifest,
+    name: &str,
+    sources: Vec<Source>,
+    opts: &CreateOptions,
+    reporter: &mut dyn Reporter,
+    mut cache: Option<&mut LocalCache>,
+    (start_wall, started): (NaiveDateTime, Instant),
+) -> CreateResult<Created> {
     let files_mode = opts.files_cache_mode.clone();
     let files = cache
         .as_deref_mut()
@@ -637,7 +680,6 @@ pub fn create_archive_cached(
         let job_tx = job_tx;
         for _ in 0..threads {
             let job_rx = &job_rx;
-            let store = &store;
             scope.spawn(move || worker(job_rx, store));
         }
         let seed = key.chunk_seed();
@@ -647,7 +689,7 @@ pub fn create_archive_cached(
         let cwd = cwd.as_slice();
         let halt = &halt;
         let in_flight = &in_flight;
-        let store_ref = &store;
+        let store_ref = store;
         let process = move |data: &[u8]| process_chunk(store_ref, data);
         scope.spawn(move || {
             let mut walker = Walker {
@@ -679,7 +721,7 @@ pub fn create_archive_cached(
         });
         let outcome = consume(
             event_rx,
-            &store,
+            store,
             &mut archive,
             &mut stats,
             reporter,
@@ -710,7 +752,7 @@ pub fn create_archive_cached(
     if outcome == Outcome::Interrupted || archive.interrupted() {
         return Err(CreateError::Interrupted);
     }
-    let saved = archive.save(&store, false, &stats)?;
+    let saved = archive.save(store, false, &stats)?;
     // the files cache goes back to its owner
     if let (Some(c), Some(f)) = (archive.cache.take(), archive.files) {
         c.files = Some(std::mem::take(&mut *f.lock().map_err(lock_err)?));
@@ -856,21 +898,10 @@ impl Building<'_> {
         self.manifest.archives.remove(&self.checkpoint_name);
         let id = saved.entry.id;
         // borg's cache.chunk_decref(self.id): the object goes when no reference is left
-        let unreferenced = match self.cache.as_deref_mut() {
-            Some(c) => {
-                c.begin()?;
-                let left = c
-                    .chunks
-                    .decref(&id)
-                    .map_err(|e| crate::cache::CacheError::Corrupt(e.to_string()))?;
-                let gone = left.is_some_and(|e| e.refcount == 0);
-                if gone {
-                    c.chunks.remove(&id);
-                }
-                gone
-            }
-            None => saved.new,
-        };
+        if let Some(c) = self.cache.as_deref_mut() {
+            c.begin()?;
+        }
+        let unreferenced = store.known().remove_ref(&id)?;
         if unreferenced {
             store.delete(&id)?;
         }
@@ -937,16 +968,12 @@ impl Building<'_> {
         })
     }
 
-    /// borg's `cache.commit()` after the repository commit: the references added since the
-    /// last commit join the chunks cache and the files cache is written back.
+    /// borg's `cache.commit()` after the repository commit: the chunks cache (the store's
+    /// known set, this run's references counted in place) and the files cache are written.
     fn commit_cache(&mut self, store: &ChunkStore) -> CreateResult<()> {
-        let refs = store.take_refs()?;
         let Some(c) = self.cache.as_deref_mut() else {
             return Ok(());
         };
-        for (id, (n, size, csize)) in refs {
-            c.add_refs(&id, n, size, csize)?;
-        }
         // the walker shares the files cache: lend it to the cache for writing, then take it
         // back (the walker waits for the lock meanwhile)
         let mut files = match self.files {
@@ -957,7 +984,15 @@ impl Building<'_> {
             c.files = Some(std::mem::take(f));
         }
         c.begin()?;
-        let committed = c.commit(self.manifest, store.key());
+        // the chunks cache is the store's known set (references counted in place): lent to
+        // the cache for writing while the workers wait
+        let manifest = &*self.manifest;
+        let committed = store.known().with_index(|index| {
+            std::mem::swap(&mut c.chunks, index);
+            let committed = c.commit(manifest, store.key());
+            std::mem::swap(&mut c.chunks, index);
+            committed
+        })?;
         if let (Some(f), Some(back)) = (files.as_deref_mut(), c.files.take()) {
             *f = back;
         }

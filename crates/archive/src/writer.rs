@@ -30,7 +30,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -39,6 +38,7 @@ use chrono::{NaiveDateTime, Utc};
 use rborg_chunker::{Chunker, ChunkerParams};
 use rborg_compress::{CompressionSpec, Compressor};
 use rborg_crypto::{msgpack, Key, NonceManager, RepoNonces, TamContext};
+use rborg_repository::hashindex::{ChunkEntry, ChunkIndex, MAX_VALUE};
 use rborg_repository::{ObjectId, Repository};
 use rmpv::Value;
 
@@ -58,87 +58,177 @@ fn lock_err<T>(_: T) -> CreateError {
     CreateError::Internal("lock poisoned".into())
 }
 
-/// The deduplication seam: which objects the repository already holds, and their plaintext
-/// and stored sizes when known (borg's chunks cache `ChunkIndex`, here without reference
-/// counts; the references a run adds are counted by [`ChunkStore`]).
+/// The deduplication seam: which objects the repository holds, with their reference counts
+/// and their plaintext and stored sizes when known: borg's chunks cache `ChunkIndex`
+/// (`cache.py` `LocalCache.chunks`, internals "The chunks cache"), in borg's own table.
 ///
-/// Filled from a synchronised client chunks cache ([`KnownChunks::from_cache`]) or, without
-/// one (borg's `AdHocCache`), from `Repository::list`; then the stored size of a chunk that
-/// existed before this run is read from the repository on first use.
+/// With a synchronised client cache the set *is* the cache's chunks index, moved in for the
+/// run ([`KnownChunks::take_from_cache`]) and handed back after it ([`KnownChunks::return_to`]):
+/// references are counted in place as borg's `chunk_incref` does, so a backup holds one
+/// table of the repository's chunks, not the cache's plus a copy plus a map of this run's
+/// references (at a million one-chunk files that was ~200 bytes per file). Without a cache
+/// (borg's `AdHocCache`) it is filled from `Repository::list` with sizes unknown (stored as
+/// `csize == 0`, which no stored object has: every envelope has a header) and
+/// "infinite" reference counts; the stored size of such a chunk is read from the
+/// repository on first use.
 #[derive(Debug, Default)]
 pub struct KnownChunks {
-    /// `Some((size, csize))` when known, `None` when only the ID is.
-    map: RwLock<HashMap<ObjectId, Option<(u64, u64)>>>,
+    index: RwLock<ChunkIndex>,
+}
+
+/// The entry of an object whose sizes are not known (yet).
+const SIZES_UNKNOWN: ChunkEntry = ChunkEntry {
+    refcount: MAX_VALUE,
+    size: 0,
+    csize: 0,
+};
+
+fn to_u32(n: u64) -> CreateResult<u32> {
+    u32::try_from(n).map_err(|_| CreateError::Internal(format!("chunk size {n} exceeds 32 bits")))
 }
 
 impl KnownChunks {
     /// Lists every object of the repository (except the manifest) as known, csize unknown.
     pub fn from_repository(repository: &mut dyn Repository) -> CreateResult<KnownChunks> {
-        let mut map = HashMap::new();
+        let mut index = ChunkIndex::new();
         let mut marker: Option<ObjectId> = None;
         loop {
             let page = repository.list(Some(LIST_PAGE), marker.as_ref())?;
             let Some(last) = page.last().copied() else {
                 break;
             };
-            map.extend(page.into_iter().map(|id| (id, None)));
+            for id in page {
+                index.insert(id, SIZES_UNKNOWN);
+            }
             marker = Some(last);
         }
-        map.remove(&MANIFEST_ID);
+        index.remove(&MANIFEST_ID);
         Ok(KnownChunks {
-            map: RwLock::new(map),
+            index: RwLock::new(index),
         })
     }
 
-    /// The objects of a synchronised client chunks cache (borg's `LocalCache.chunks`), with
-    /// their stored sizes: no repository listing and no size look-ups. The cache itself is
-    /// not updated through this set; a command that changes the manifest without
-    /// committing the cache leaves it to be re-synchronised on its next use, as designed.
-    pub fn from_cache(cache: &crate::cache::LocalCache) -> KnownChunks {
-        let map = cache
-            .chunks
+    /// Moves the chunks index of a synchronised client cache in (the cache holds an empty
+    /// one until [`KnownChunks::return_to`]). Entries with no reference left are dropped:
+    /// borg's `add_chunk` stores such a chunk again (`seen_chunk` is 0).
+    pub fn take_from_cache(cache: &mut crate::cache::LocalCache) -> KnownChunks {
+        let mut index = std::mem::take(&mut cache.chunks);
+        let unreferenced: Vec<ObjectId> = index
             .iter()
-            .filter(|(_, e)| e.refcount > 0)
-            .map(|(id, e)| (id, Some((u64::from(e.size), u64::from(e.csize)))))
+            .filter(|(_, e)| e.refcount == 0)
+            .map(|(id, _)| id)
             .collect();
-        KnownChunks {
-            map: RwLock::new(map),
+        for id in &unreferenced {
+            index.remove(id);
         }
+        KnownChunks {
+            index: RwLock::new(index),
+        }
+    }
+
+    /// Hands the index, with the references counted since [`KnownChunks::take_from_cache`],
+    /// back to the cache.
+    pub fn return_to(self, cache: &mut crate::cache::LocalCache) {
+        cache.chunks = self.into_index();
+    }
+
+    /// The table itself.
+    pub fn into_index(self) -> ChunkIndex {
+        self.index.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` with exclusive access to the table (e.g. to lend it to the cache for a
+    /// commit); everyone else waits meanwhile.
+    pub fn with_index<R>(&self, f: impl FnOnce(&mut ChunkIndex) -> R) -> CreateResult<R> {
+        let mut index = self.index.write().map_err(lock_err)?;
+        Ok(f(&mut index))
     }
 
     /// Whether `id` is known to be stored.
     pub fn contains(&self, id: &ObjectId) -> bool {
-        self.map.read().map(|m| m.contains_key(id)).unwrap_or(false)
+        self.index
+            .read()
+            .map(|m| m.contains_key(id))
+            .unwrap_or(false)
     }
 
     /// `None`: unknown; `Some(None)`: stored, size not known yet; `Some(Some(csize))`.
     pub fn get(&self, id: &ObjectId) -> CreateResult<Option<Option<u64>>> {
         Ok(self
-            .map
+            .index
             .read()
             .map_err(lock_err)?
             .get(id)
-            .map(|s| s.map(|(_, csize)| csize)))
+            .map(|e| (e.csize != 0).then_some(u64::from(e.csize))))
     }
 
     /// `(size, csize)` of `id` when both are known (a chunk of the chunks cache, or one
     /// stored or looked up in this run): what a reference to it needs without reading it.
     pub fn sizes(&self, id: &ObjectId) -> Option<(u64, u64)> {
-        self.map.read().ok()?.get(id).copied().flatten()
+        let e = self.index.read().ok()?.get(id)?;
+        (e.csize != 0).then_some((u64::from(e.size), u64::from(e.csize)))
     }
 
-    /// Records that `id` is stored with plaintext size `size` and stored size `csize`.
+    /// Records that `id` is stored with plaintext size `size` and stored size `csize`,
+    /// keeping its reference count (an object not known before gets none).
     pub fn insert(&self, id: ObjectId, size: u64, csize: u64) -> CreateResult<()> {
-        self.map
+        let (size, csize) = (to_u32(size)?, to_u32(csize)?);
+        let mut index = self.index.write().map_err(lock_err)?;
+        let refcount = index.get(&id).map_or(0, |e| e.refcount);
+        index.insert(
+            id,
+            ChunkEntry {
+                refcount,
+                size,
+                csize,
+            },
+        );
+        Ok(())
+    }
+
+    /// Counts one more reference to `id`, stored with these sizes (borg's `chunk_incref`,
+    /// or `chunks.add(id, 1, size, csize)` for a chunk this run stored).
+    pub fn add_ref(&self, id: ObjectId, size: u64, csize: u64) -> CreateResult<()> {
+        let entry = ChunkEntry {
+            refcount: 1,
+            size: to_u32(size)?,
+            csize: to_u32(csize)?,
+        };
+        self.index
             .write()
             .map_err(lock_err)?
-            .insert(id, Some((size, csize)));
-        Ok(())
+            .add(&id, entry)
+            .map_err(|e| CreateError::Internal(e.to_string()))
+    }
+
+    /// Counts one more reference to `id` if its sizes are known, returning them (an
+    /// unchanged file's chunk from the files cache): one look-up for both.
+    pub fn add_ref_if_sized(&self, id: &ObjectId) -> CreateResult<Option<(u64, u64)>> {
+        let mut index = self.index.write().map_err(lock_err)?;
+        let Some(e) = index.get(id).filter(|e| e.csize != 0) else {
+            return Ok(None);
+        };
+        index.incref(id);
+        Ok(Some((u64::from(e.size), u64::from(e.csize))))
+    }
+
+    /// borg's `chunk_decref` bookkeeping: one reference less; returns whether none is left,
+    /// in which case the entry is gone and the caller deletes the object.
+    pub fn remove_ref(&self, id: &ObjectId) -> CreateResult<bool> {
+        let mut index = self.index.write().map_err(lock_err)?;
+        let left = index
+            .decref(id)
+            .map_err(|e| CreateError::Internal(e.to_string()))?;
+        let gone = left.is_some_and(|e| e.refcount == 0);
+        if gone {
+            index.remove(id);
+        }
+        Ok(gone)
     }
 
     /// Forgets `id` (it was deleted).
     pub(crate) fn remove(&self, id: &ObjectId) -> CreateResult<()> {
-        self.map.write().map_err(lock_err)?.remove(id);
+        self.index.write().map_err(lock_err)?.remove(id);
         Ok(())
     }
 }
@@ -182,9 +272,6 @@ pub struct ChunkStore<'k, 'r> {
     compressor: Compressor,
     known: KnownChunks,
     nonce_file: PathBuf,
-    /// References added since [`ChunkStore::take_refs`], per object: (count, size, csize),
-    /// for the client chunks cache (borg's `chunk_incref`/`chunks.add`).
-    refs: Mutex<HashMap<ObjectId, (u32, u64, u64)>>,
 }
 
 impl<'k, 'r> ChunkStore<'k, 'r> {
@@ -227,7 +314,6 @@ impl<'k, 'r> ChunkStore<'k, 'r> {
             compressor: compression.compressor(),
             known,
             nonce_file,
-            refs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -239,6 +325,12 @@ impl<'k, 'r> ChunkStore<'k, 'r> {
     /// The set of objects known to be stored.
     pub fn known(&self) -> &KnownChunks {
         &self.known
+    }
+
+    /// Ends the session, returning the set of known objects with this run's references
+    /// (see [`KnownChunks::return_to`]).
+    pub fn into_known(self) -> KnownChunks {
+        self.known
     }
 
     /// Exclusive access to the repository (to read objects while writing).
@@ -279,13 +371,9 @@ impl<'k, 'r> ChunkStore<'k, 'r> {
         if let Some(csize) = self.known.get(&id)? {
             let csize = match csize {
                 Some(c) => c,
-                None => {
-                    let c = self.repository()?.get(&id)?.len() as u64;
-                    self.known.insert(id, size, c)?;
-                    c
-                }
+                None => self.repository()?.get(&id)?.len() as u64,
             };
-            self.add_ref(id, size, csize)?;
+            self.known.add_ref(id, size, csize)?;
             return Ok((ChunkListEntry { id, size, csize }, false));
         }
         let envelope = match (envelope, plain) {
@@ -299,31 +387,22 @@ impl<'k, 'r> ChunkStore<'k, 'r> {
         };
         let csize = envelope.len() as u64;
         self.repository()?.put(&id, &envelope)?;
-        self.known.insert(id, size, csize)?;
-        self.add_ref(id, size, csize)?;
+        self.known.add_ref(id, size, csize)?;
         Ok((ChunkListEntry { id, size, csize }, true))
     }
 
     /// Counts one more reference to `id` (borg's `chunk_incref`).
     pub(crate) fn add_ref(&self, id: ObjectId, size: u64, csize: u64) -> CreateResult<()> {
-        let mut refs = self.refs.lock().map_err(lock_err)?;
-        refs.entry(id).or_insert((0, size, csize)).0 += 1;
-        Ok(())
+        self.known.add_ref(id, size, csize)
     }
 
     /// The chunk list entry of a chunk whose sizes are known (an unchanged file's chunk from
     /// the files cache), counting the reference; `None` if they are not.
     pub(crate) fn cached_chunk(&self, id: ObjectId) -> CreateResult<Option<ChunkListEntry>> {
-        let Some((size, csize)) = self.known.sizes(&id) else {
-            return Ok(None);
-        };
-        self.add_ref(id, size, csize)?;
-        Ok(Some(ChunkListEntry { id, size, csize }))
-    }
-
-    /// The references counted since the last call: (count, size, csize) per object.
-    pub(crate) fn take_refs(&self) -> CreateResult<HashMap<ObjectId, (u32, u64, u64)>> {
-        Ok(std::mem::take(&mut *self.refs.lock().map_err(lock_err)?))
+        Ok(self
+            .known
+            .add_ref_if_sized(&id)?
+            .map(|(size, csize)| ChunkListEntry { id, size, csize }))
     }
 
     /// Deletes the object `id` (not committed) and forgets it.

@@ -132,6 +132,62 @@ impl io::Write for HashingWriter<'_> {
     }
 }
 
+/// Parses the files cache at `path` while reading it, verifying it like
+/// `IntegrityCheckedFile`. The outer error is the file's (unreadable, or corrupted: that
+/// wins over a parse error, as in borg, where the check runs when the file is closed); the
+/// inner one a parse error of intact content.
+fn read_files_verified(
+    path: &Path,
+    name: &str,
+    integrity: Option<&str>,
+) -> CacheResult<Result<FilesCache, String>> {
+    let file = fs::File::open(path).map_err(io_err(path))?;
+    let len = file.metadata().map_err(io_err(path))?.len();
+    let expected = match integrity {
+        Some(json) => parse_integrity_json(path, json)?,
+        None => None,
+    };
+    let mut hasher = IntegrityHasher::new(name);
+    let mut reader = io::BufReader::with_capacity(
+        1 << 20,
+        HashingReader {
+            inner: file,
+            hasher: &mut hasher,
+            read: 0,
+        },
+    );
+    let parsed = FilesCache::parse_from(&mut reader, len);
+    // the rest (after a parse error) still goes through the hash
+    io::copy(&mut reader, &mut io::sink()).map_err(io_err(path))?;
+    let read = reader.get_ref().read;
+    drop(reader);
+    if let Some(expected) = expected {
+        if expected.0.get("final").map(String::as_str) != Some(&hasher.hash_part("final", read)) {
+            return Err(CacheError::Integrity {
+                path: path.to_path_buf(),
+                detail: "final digest mismatch".into(),
+            });
+        }
+    }
+    Ok(parsed)
+}
+
+/// Feeds what is read through it to the integrity hash.
+struct HashingReader<'a, R> {
+    inner: R,
+    hasher: &'a mut IntegrityHasher,
+    read: u64,
+}
+
+impl<R: io::Read> io::Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads a file, verifying it like `IntegrityCheckedFile`: `parts` lists the parts hashed
 /// before the final one as (name, offset). Without `integrity` nothing is verified.
 fn read_verified(
@@ -169,22 +225,37 @@ fn read_verified(
     Ok(data)
 }
 
-/// The bytes and integrity JSON of a chunk index file named `name`.
-fn index_bytes(index: &ChunkIndex, name: &str) -> (Vec<u8>, String) {
-    let data = index.to_bytes();
+/// The integrity JSON of a chunk index file named `name`, hashed from the table itself:
+/// no serialized copy of an index that may hold millions of entries.
+fn index_integrity(index: &ChunkIndex, name: &str) -> String {
     let mut h = IntegrityHasher::new(name);
-    h.update(&data[..HEADER_SIZE]);
+    h.update(&index.header_bytes());
     h.hash_part("HashHeader", HEADER_SIZE as u64);
-    h.update(&data[HEADER_SIZE..]);
-    h.hash_part("final", data.len() as u64);
-    (data, h.integrity_json())
+    h.update(index.bucket_bytes());
+    h.hash_part("final", (HEADER_SIZE + index.bucket_bytes().len()) as u64);
+    h.integrity_json()
 }
 
-fn parse_index(path: &Path, data: &[u8], compact: bool) -> CacheResult<ChunkIndex> {
-    let r = if compact {
-        ChunkIndex::from_bytes_compact(data)
+/// Writes a chunk index file (header and buckets straight from the table).
+fn save_index(path: &Path, index: &ChunkIndex) -> CacheResult<()> {
+    save_file_with(path, |out| index.write_to(out))
+}
+
+/// Parses a chunk index file's content, reusing its buffer for the table: a chunks cache of
+/// a million chunks is ~100 MB, and a copy beside the bytes read doubled the peak of opening
+/// the cache.
+fn parse_index(path: &Path, mut data: Vec<u8>, compact: bool) -> CacheResult<ChunkIndex> {
+    let r = if compact || data.len() < HEADER_SIZE {
+        if compact {
+            ChunkIndex::from_bytes_compact(&data)
+        } else {
+            ChunkIndex::from_bytes(&data)
+        }
     } else {
-        ChunkIndex::from_bytes(data)
+        let mut header = [0u8; HEADER_SIZE];
+        header.copy_from_slice(&data[..HEADER_SIZE]);
+        data.drain(..HEADER_SIZE);
+        ChunkIndex::from_header_and_buckets(&header, data)
     };
     r.map_err(|e| CacheError::Corrupt(format!("{}: {e}", path.display())))
 }
@@ -349,7 +420,7 @@ impl LocalCache {
             integrity.as_deref(),
             &[("HashHeader", HEADER_SIZE)],
         )?;
-        self.chunks = parse_index(&chunks_path, &data, false)?;
+        self.chunks = parse_index(&chunks_path, data, false)?;
         self.files = if self.mode.contains('d') {
             None
         } else {
@@ -366,14 +437,15 @@ impl LocalCache {
     }
 
     /// borg's `_read_files`: a broken files cache is reported and replaced by an empty one.
+    /// The file is parsed as it is read (through the integrity hash, checked at the end as
+    /// borg's `IntegrityCheckedFile` does on close): with a million files it is ~100 MB that
+    /// would otherwise sit in memory beside the entries parsed from it.
     fn read_files(&mut self) -> FilesCache {
         let path = self.path.join(&self.files_name);
         let integrity = self.integrity_of(&self.files_name).map(str::to_string);
-        let msg = match read_verified(&path, &self.files_name, integrity.as_deref(), &[]) {
-            Ok(data) => match FilesCache::parse(&data) {
-                Ok(fc) => return fc,
-                Err(e) => format!("The files cache seems invalid. [{e}]"),
-            },
+        let msg = match read_files_verified(&path, &self.files_name, integrity.as_deref()) {
+            Ok(Ok(fc)) => return fc,
+            Ok(Err(e)) => format!("The files cache seems invalid. [{e}]"),
             Err(e @ CacheError::Integrity { .. }) => {
                 format!("The files cache is corrupted. [{e}]")
             }
@@ -434,8 +506,8 @@ impl LocalCache {
             let name = self.files_name.clone();
             self.set_integrity(&name, h.integrity_json());
         }
-        let (data, json) = index_bytes(&self.chunks, "chunks");
-        save_file(&self.path.join("chunks"), &data)?;
+        let json = index_integrity(&self.chunks, "chunks");
+        save_index(&self.path.join("chunks"), &self.chunks)?;
         self.set_integrity("chunks", json);
         let id_hex = hex::encode(manifest.id);
         self.ini.set("cache", "manifest", &id_hex);
@@ -630,13 +702,13 @@ impl LocalCache {
     fn write_archive_index(&self, id: &ObjectId, index: &mut ChunkIndex) -> CacheResult<()> {
         index.compact();
         let name = format!("{}.compact", hex::encode(id));
-        let (data, json) = index_bytes(index, &name);
+        let json = index_integrity(index, &name);
         let path = self.archive_index_path(id, ".compact");
         save_file(
             &self.archive_index_path(id, ".compact.integrity"),
             json.as_bytes(),
         )?;
-        save_file(&path, &data)
+        save_index(&path, index)
     }
 
     /// borg's `read_archive_index`: the compact index (or a legacy one, converted);
@@ -665,7 +737,7 @@ impl LocalCache {
             integrity.as_deref(),
             &[("HashHeader", HEADER_SIZE)],
         )
-        .and_then(|data| parse_index(&path, &data, is_compact));
+        .and_then(|data| parse_index(&path, data, is_compact));
         match result {
             Ok(mut index) => {
                 if is_compact {
