@@ -440,6 +440,10 @@ struct Extractor<'a> {
     events: &'a mut dyn FnMut(ExtractEvent),
     summary: ExtractSummary,
     masters: Option<Masters>,
+    /// The directory the previous item's parent was found or made in: the items of a
+    /// directory follow each other, so its existence is checked once, not once per file.
+    /// Forgotten whenever an existing path is removed.
+    known_parent: Option<PathBuf>,
 }
 
 impl Extractor<'_> {
@@ -555,6 +559,7 @@ impl Extractor<'_> {
         check_relative(&item.path).map_err(ItemError::Fatal)?;
         let path = self.target(&item.path);
         if let Ok(st) = std::fs::symlink_metadata(&path) {
+            self.known_parent = None;
             let _ = if st.is_dir() {
                 std::fs::remove_dir(&path)
             } else {
@@ -562,10 +567,17 @@ impl Extractor<'_> {
             };
         }
         let mode = item.mode.unwrap_or(0);
-        let make_parent = |p: &Path| -> Result<(), ItemError> {
+        let known_parent = &mut self.known_parent;
+        let mut make_parent = |p: &Path| -> Result<(), ItemError> {
             match p.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => {
-                    std::fs::create_dir_all(parent).map_err(os("makedirs"))
+                Some(parent) if !parent.as_os_str().is_empty() => {
+                    if known_parent.as_deref() != Some(parent) {
+                        if !parent.exists() {
+                            std::fs::create_dir_all(parent).map_err(os("makedirs"))?;
+                        }
+                        *known_parent = Some(parent.to_path_buf());
+                    }
+                    Ok(())
                 }
                 _ => Ok(()),
             }
@@ -597,7 +609,12 @@ impl Extractor<'_> {
                     Ok(())
                 })?;
                 self.summary.bytes += total;
-                file.set_len(total).map_err(os("truncate_and_attrs"))?;
+                // borg's fd.truncate(fd.tell()): only a file that ends in a hole (sparse mode
+                // seeks over zeros) is shorter than its content; a new file written to its
+                // end already has its size
+                if sparse {
+                    file.set_len(total).map_err(os("truncate_and_attrs"))?;
+                }
                 self.restore_attrs(&path, item, Some(&file))?;
                 drop(file);
                 self.after_extract(item, original_path, &path);
@@ -867,6 +884,7 @@ pub fn extract_archive<'a>(
         events,
         summary: ExtractSummary::default(),
         masters: if partial { Some(HashMap::new()) } else { None },
+        known_parent: None,
     };
     if opts.progress {
         let total = selected_size(&mut *repository, key, meta, matcher, opts)?;
