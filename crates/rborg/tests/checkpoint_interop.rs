@@ -102,13 +102,29 @@ fn pieces(n: usize) -> Vec<Vec<u8>> {
 /// opened it); sends the index of each piece on `written` once it is written. Write errors
 /// (the reader was killed) end the feeding.
 fn feed(fifo: PathBuf, pieces: Vec<Vec<u8>>, written: mpsc::Sender<usize>) -> JoinHandle<()> {
+    feed_holding(fifo, pieces, written, None)
+}
+
+/// [`feed`], but after the piece `hold.0` the next one waits for `hold.1` (instead of
+/// [`GAP`]); the sender hanging up ends the feeding.
+fn feed_holding(
+    fifo: PathBuf,
+    pieces: Vec<Vec<u8>>,
+    written: mpsc::Sender<usize>,
+    hold: Option<(usize, mpsc::Receiver<()>)>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         use std::io::Write;
         let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&fifo) else {
             return;
         };
         for (i, piece) in pieces.iter().enumerate() {
-            if i > 0 {
+            let held = hold.as_ref().filter(|(after, _)| i == after + 1);
+            if let Some((_, go)) = held {
+                if go.recv().is_err() {
+                    return;
+                }
+            } else if i > 0 {
                 std::thread::sleep(GAP);
             }
             if f.write_all(piece).is_err() {
@@ -170,6 +186,48 @@ fn archives_of_snapshot(dir: &Path) -> Vec<String> {
         .collect();
     std::fs::remove_dir_all(&copy).unwrap();
     names
+}
+
+/// [`fifo_items`] of `dir/repo::archive` in a copy of the repository taken now, listed by
+/// rborg with `--bypass-lock` (the copy holds the writer's lock); empty while the archive
+/// does not exist (or the copy caught a commit half way).
+fn fifo_items_of_snapshot(dir: &Path, archive: &str) -> Vec<(String, u64)> {
+    let copy = dir.join("snapshot");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(dir.join("repo"))
+        .arg(&copy)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        // a file the writer removed while it was copied: try again
+        let _ = std::fs::remove_dir_all(&copy);
+        return Vec::new();
+    }
+    let out = command(
+        dir,
+        "observer",
+        "rborg",
+        &[
+            "list",
+            "--bypass-lock",
+            "--consider-part-files",
+            "--format",
+            "{path} {size}{NL}",
+            &format!("snapshot::{archive}"),
+        ],
+    )
+    .output()
+    .unwrap();
+    std::fs::remove_dir_all(&copy).unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("fifo"))
+        .filter_map(|l| {
+            let (p, s) = l.rsplit_once(' ')?;
+            Some((p.to_string(), s.parse().ok()?))
+        })
+        .collect()
 }
 
 /// `(path, size)` of the items whose path contains `fifo`, parts included.
@@ -328,7 +386,9 @@ fn sigkill_after_checkpoint_keeps_the_checkpoint() {
     ok(&borg(dir, &["init", "-e", "repokey", "repo"]), "borg init");
     let (tx, rx) = mpsc::channel();
     let fed = pieces(4);
-    let feeder = feed(fifo, fed.clone(), tx);
+    // the third piece waits until rborg has been killed
+    let (go, hold) = mpsc::channel();
+    let feeder = feed_holding(fifo, fed.clone(), tx, Some((1, hold)));
     // the big and small files first: the checkpoints during the FIFO hold them
     let mut child = spawn_create(
         dir,
@@ -337,11 +397,26 @@ fn sigkill_after_checkpoint_keeps_the_checkpoint() {
         "repo::arch",
         &["src/big", "src/small", "src/fifo"],
     );
-    // killed while it waits for the third piece, after the checkpoint of the second
+    // killed while it waits for the third piece, once a checkpoint holds parts of more than
+    // the first piece (no fixed delay: a checkpoint of a debug build on a busy machine took
+    // longer than any)
     wait_for_piece(&rx, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let parts = fifo_items_of_snapshot(dir, "arch.checkpoint");
+        if parts.iter().map(|(_, size)| size).sum::<u64>() > PIECE as u64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint with the second piece: {parts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
+    drop(go);
     feeder.join().unwrap();
 
     // both list the checkpoint (and nothing else)
