@@ -112,7 +112,11 @@ impl KnownChunks {
     /// one until [`KnownChunks::return_to`]). Entries with no reference left are dropped:
     /// borg's `add_chunk` stores such a chunk again (`seen_chunk` is 0).
     pub fn take_from_cache(cache: &mut crate::cache::LocalCache) -> KnownChunks {
-        let mut index = std::mem::take(&mut cache.chunks);
+        KnownChunks::from_index(std::mem::take(&mut cache.chunks))
+    }
+
+    /// The chunks of a chunks cache index, without those no reference is left to.
+    fn from_index(mut index: ChunkIndex) -> KnownChunks {
         let unreferenced: Vec<ObjectId> = index
             .iter()
             .filter(|(_, e)| e.refcount == 0)
@@ -739,5 +743,60 @@ impl ArchiveWriter {
             chunks_deduplicated: self.chunks_deduplicated,
             chunks_stored: self.chunks_stored,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(refcount: u32, size: u32, csize: u32) -> ChunkEntry {
+        ChunkEntry {
+            refcount,
+            size,
+            csize,
+        }
+    }
+
+    #[test]
+    fn known_chunks_count_references_in_the_cache_index() {
+        let mut index = ChunkIndex::new();
+        index.insert([1; 32], entry(2, 100, 60));
+        index.insert([2; 32], entry(0, 100, 60));
+        let known = KnownChunks::from_index(index);
+        // an entry without references is not known: borg stores such a chunk again
+        assert!(known.contains(&[1; 32]));
+        assert!(!known.contains(&[2; 32]));
+        assert_eq!(known.get(&[1; 32]).unwrap(), Some(Some(60)));
+        assert_eq!(known.get(&[3; 32]).unwrap(), None);
+        // an unchanged file's chunk: one more reference, sizes from the index
+        assert_eq!(known.add_ref_if_sized(&[1; 32]).unwrap(), Some((100, 60)));
+        assert_eq!(known.add_ref_if_sized(&[3; 32]).unwrap(), None);
+        // a chunk stored by this run
+        known.add_ref([3; 32], 10, 30).unwrap();
+        // the checkpoint's metadata object goes again: its only reference is dropped
+        assert!(known.remove_ref(&[3; 32]).unwrap());
+        assert!(!known.contains(&[3; 32]));
+        assert!(!known.remove_ref(&[1; 32]).unwrap());
+        let index = known.into_index();
+        assert_eq!(index.get(&[1; 32]), Some(entry(2, 100, 60)));
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn listed_objects_have_unknown_sizes_until_recorded() {
+        let mut index = ChunkIndex::new();
+        index.insert([5; 32], SIZES_UNKNOWN);
+        let known = KnownChunks::from_index(index);
+        assert_eq!(known.get(&[5; 32]).unwrap(), Some(None));
+        assert_eq!(known.sizes(&[5; 32]), None);
+        assert_eq!(known.add_ref_if_sized(&[5; 32]).unwrap(), None);
+        // the size read from the repository joins the entry; the "infinite" count stays
+        known.add_ref([5; 32], 7, 40).unwrap();
+        assert_eq!(known.sizes(&[5; 32]), Some((7, 40)));
+        assert_eq!(
+            known.into_index().get(&[5; 32]).unwrap().refcount,
+            MAX_VALUE
+        );
     }
 }
