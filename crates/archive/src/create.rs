@@ -897,10 +897,8 @@ impl Building<'_> {
         let saved = self.save(store, true, &Stats::default())?;
         self.manifest.archives.remove(&self.checkpoint_name);
         let id = saved.entry.id;
-        // borg's cache.chunk_decref(self.id): the object goes when no reference is left
-        if let Some(c) = self.cache.as_deref_mut() {
-            c.begin()?;
-        }
+        // borg's cache.chunk_decref(self.id): the object goes when no reference is left (in
+        // the known set, which is the chunks cache; the next save commits it)
         let unreferenced = store.known().remove_ref(&id)?;
         if unreferenced {
             store.delete(&id)?;

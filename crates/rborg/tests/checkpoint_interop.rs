@@ -155,43 +155,10 @@ fn wait_for_piece(written: &mpsc::Receiver<usize>, index: usize) {
     std::thread::sleep(GAP / 2);
 }
 
-/// The archives (with checkpoints) of a copy of `dir/repo` taken now, listed by rborg with
-/// `--bypass-lock` (the copy holds the writer's lock).
-fn archives_of_snapshot(dir: &Path) -> Vec<String> {
-    let copy = dir.join("snapshot");
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(dir.join("repo"))
-        .arg(&copy)
-        .output()
-        .unwrap();
-    ok(&out, "cp -a repo snapshot");
-    let out = command(
-        dir,
-        "observer",
-        "rborg",
-        &[
-            "list",
-            "--bypass-lock",
-            "--consider-checkpoints",
-            "--short",
-            "snapshot",
-        ],
-    )
-    .output()
-    .unwrap();
-    let names = ok(&out, "rborg list --bypass-lock snapshot")
-        .lines()
-        .map(str::to_string)
-        .collect();
-    std::fs::remove_dir_all(&copy).unwrap();
-    names
-}
-
-/// [`fifo_items`] of `dir/repo::archive` in a copy of the repository taken now, listed by
-/// rborg with `--bypass-lock` (the copy holds the writer's lock); empty while the archive
-/// does not exist (or the copy caught a commit half way).
-fn fifo_items_of_snapshot(dir: &Path, archive: &str) -> Vec<(String, u64)> {
+/// `rborg list --bypass-lock ARGS` on a copy of `dir/repo` taken now (the copy holds the
+/// writer's lock), where `snapshot` in `args` names the copy; `None` when the copy failed
+/// (a file the writer removed while it was copied).
+fn list_snapshot(dir: &Path, args: &[&str]) -> Option<Output> {
     let copy = dir.join("snapshot");
     let out = Command::new("cp")
         .arg("-a")
@@ -200,49 +167,32 @@ fn fifo_items_of_snapshot(dir: &Path, archive: &str) -> Vec<(String, u64)> {
         .output()
         .unwrap();
     if !out.status.success() {
-        // a file the writer removed while it was copied: try again
         let _ = std::fs::remove_dir_all(&copy);
-        return Vec::new();
+        return None;
     }
-    let out = command(
-        dir,
-        "observer",
-        "rborg",
-        &[
-            "list",
-            "--bypass-lock",
-            "--consider-part-files",
-            "--format",
-            "{path} {size}{NL}",
-            &format!("snapshot::{archive}"),
-        ],
-    )
-    .output()
-    .unwrap();
+    let mut full = vec!["list", "--bypass-lock"];
+    full.extend_from_slice(args);
+    let out = command(dir, "observer", "rborg", &full).output().unwrap();
     std::fs::remove_dir_all(&copy).unwrap();
-    String::from_utf8_lossy(&out.stdout)
+    Some(out)
+}
+
+/// The archives (with checkpoints) of a copy of `dir/repo` taken now.
+fn archives_of_snapshot(dir: &Path) -> Vec<String> {
+    let out = list_snapshot(dir, &["--consider-checkpoints", "--short", "snapshot"])
+        .expect("cp -a repo snapshot");
+    ok(&out, "rborg list --bypass-lock snapshot")
         .lines()
-        .filter(|l| l.contains("fifo"))
-        .filter_map(|l| {
-            let (p, s) = l.rsplit_once(' ')?;
-            Some((p.to_string(), s.parse().ok()?))
-        })
+        .map(str::to_string)
         .collect()
 }
 
-/// `(path, size)` of the items whose path contains `fifo`, parts included.
-fn fifo_items(dir: &Path, archive: &str) -> Vec<(String, u64)> {
-    let out = borg(
-        dir,
-        &[
-            "list",
-            "--consider-part-files",
-            "--format",
-            "{path} {size}{NL}",
-            archive,
-        ],
-    );
-    ok(&out, "borg list --consider-part-files")
+/// The `list` options [`parse_fifo_items`] reads: every item, part files too, as path and size.
+const FIFO_ITEMS_LIST: [&str; 3] = ["--consider-part-files", "--format", "{path} {size}{NL}"];
+
+/// `(path, size)` of the items of a [`FIFO_ITEMS_LIST`] listing whose path contains `fifo`.
+fn parse_fifo_items(listing: &str) -> Vec<(String, u64)> {
+    listing
         .lines()
         .filter(|l| l.contains("fifo"))
         .map(|l| {
@@ -250,6 +200,26 @@ fn fifo_items(dir: &Path, archive: &str) -> Vec<(String, u64)> {
             (p.to_string(), s.parse().unwrap())
         })
         .collect()
+}
+
+/// [`fifo_items`] of `dir/repo::archive` in a copy of the repository taken now; empty while
+/// the archive does not exist (or the copy caught a commit half way).
+fn fifo_items_of_snapshot(dir: &Path, archive: &str) -> Vec<(String, u64)> {
+    let spec = format!("snapshot::{archive}");
+    let mut args = FIFO_ITEMS_LIST.to_vec();
+    args.push(&spec);
+    list_snapshot(dir, &args)
+        .filter(|out| out.status.success())
+        .map(|out| parse_fifo_items(&String::from_utf8_lossy(&out.stdout)))
+        .unwrap_or_default()
+}
+
+/// `(path, size)` of the items whose path contains `fifo`, parts included.
+fn fifo_items(dir: &Path, archive: &str) -> Vec<(String, u64)> {
+    let mut args = vec!["list"];
+    args.extend_from_slice(&FIFO_ITEMS_LIST);
+    args.push(archive);
+    parse_fifo_items(&ok(&borg(dir, &args), "borg list --consider-part-files"))
 }
 
 fn archives(dir: &Path, program: &str) -> Vec<String> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use rborg_crypto::paths::Env;
 use rborg_crypto::Key;
 use rborg_repository::hashindex::{ChunkEntry, ChunkIndex, HEADER_SIZE};
-use rborg_repository::index_files::{parse_integrity_json, IntegrityHasher};
+use rborg_repository::index_files::{parse_integrity_json, ExpectedDigests, IntegrityHasher};
 use rborg_repository::lock::Lock;
 use rborg_repository::{ObjectId, Repository};
 
@@ -162,14 +162,26 @@ fn read_files_verified(
     let read = reader.get_ref().read;
     drop(reader);
     if let Some(expected) = expected {
-        if expected.0.get("final").map(String::as_str) != Some(&hasher.hash_part("final", read)) {
-            return Err(CacheError::Integrity {
-                path: path.to_path_buf(),
-                detail: "final digest mismatch".into(),
-            });
-        }
+        check_digest(path, &expected, &mut hasher, "final", read)?;
     }
     Ok(parsed)
+}
+
+/// Compares the digest of `part` (the bytes hashed up to `position`) with the expected one.
+fn check_digest(
+    path: &Path,
+    expected: &ExpectedDigests,
+    hasher: &mut IntegrityHasher,
+    part: &str,
+    position: u64,
+) -> CacheResult<()> {
+    if expected.0.get(part).map(String::as_str) != Some(&hasher.hash_part(part, position)) {
+        return Err(CacheError::Integrity {
+            path: path.to_path_buf(),
+            detail: format!("{part} digest mismatch"),
+        });
+    }
+    Ok(())
 }
 
 /// Feeds what is read through it to the integrity hash.
@@ -205,23 +217,14 @@ fn read_verified(
     };
     let mut h = IntegrityHasher::new(name);
     let mut pos = 0;
-    let fail = |part: &str| CacheError::Integrity {
-        path: path.to_path_buf(),
-        detail: format!("{part} digest mismatch"),
-    };
     for &(part, end) in parts {
         let end = end.min(data.len());
         h.update(&data[pos..end]);
         pos = end;
-        if expected.0.get(part).map(String::as_str) != Some(&h.hash_part(part, end as u64)) {
-            return Err(fail(part));
-        }
+        check_digest(path, &expected, &mut h, part, end as u64)?;
     }
     h.update(&data[pos..]);
-    if expected.0.get("final").map(String::as_str) != Some(&h.hash_part("final", data.len() as u64))
-    {
-        return Err(fail("final"));
-    }
+    check_digest(path, &expected, &mut h, "final", data.len() as u64)?;
     Ok(data)
 }
 
@@ -245,12 +248,11 @@ fn save_index(path: &Path, index: &ChunkIndex) -> CacheResult<()> {
 /// a million chunks is ~100 MB, and a copy beside the bytes read doubled the peak of opening
 /// the cache.
 fn parse_index(path: &Path, mut data: Vec<u8>, compact: bool) -> CacheResult<ChunkIndex> {
-    let r = if compact || data.len() < HEADER_SIZE {
-        if compact {
-            ChunkIndex::from_bytes_compact(&data)
-        } else {
-            ChunkIndex::from_bytes(&data)
-        }
+    let r = if compact {
+        ChunkIndex::from_bytes_compact(&data)
+    } else if data.len() < HEADER_SIZE {
+        // too short for a header: let the parser say so
+        ChunkIndex::from_bytes(&data)
     } else {
         let mut header = [0u8; HEADER_SIZE];
         header.copy_from_slice(&data[..HEADER_SIZE]);
