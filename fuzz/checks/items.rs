@@ -3,14 +3,28 @@
 //! `ItemIter` feeds it chunk by chunk, and by the `RobustUnpacker` that `check --repair` uses to
 //! resync after damage. The first byte sets the piece size.
 //!
-//! Property beyond "no panic": every item decoded and encoded again (`Item::encode`) decodes to
-//! an item that encodes to the same bytes.
+//! Properties beyond "no panic": every item decoded and encoded again (`Item::encode`) decodes
+//! to an item that encodes to the same bytes, and `msgpack::value_len` finds the same end (or
+//! the same lack of one) as rmpv decoding.
 //! Regression test: `crates/archive/tests/fuzz_regressions.rs`.
 
 use rborg_archive::manifest::ITEM_KEYS;
 use rborg_archive::robust_unpacker::RobustUnpacker;
 use rborg_archive::{Item, ItemUnpacker};
 use rborg_crypto::msgpack;
+
+/// `msgpack::value_len` (how the unpackers find an item's end without decoding it) agrees
+/// with rmpv decoding the same bytes.
+fn check_value_len(data: &[u8]) {
+    use rmpv::decode::Error as E;
+    let mut rd = data;
+    let want = match rmpv::decode::read_value(&mut rd) {
+        Ok(_) => msgpack::ValueLen::Complete(data.len() - rd.len()),
+        Err(E::DepthLimitExceeded) => msgpack::ValueLen::TooDeep,
+        Err(E::InvalidMarkerRead(_) | E::InvalidDataRead(_)) => msgpack::ValueLen::Incomplete,
+    };
+    assert_eq!(msgpack::value_len(data), want);
+}
 
 fn check_item(item: &Item) {
     let bytes = item.encode();
@@ -24,6 +38,9 @@ pub fn run(data: &[u8]) -> bool {
         return false;
     };
     let piece = usize::from(sel).max(1);
+    for skip in 0..stream.len().min(4) {
+        check_value_len(&stream[skip..]);
+    }
     let mut unpacker = ItemUnpacker::new();
     let mut items = 0usize;
     let mut failed = false;

@@ -564,26 +564,23 @@ impl ItemUnpacker {
         if rest.is_empty() {
             return Ok(None);
         }
-        let mut rd = rest;
-        match rmpv::decode::read_value(&mut rd) {
-            Ok(_) => {
-                let len = rest.len() - rd.len();
+        match msgpack::value_len(rest) {
+            msgpack::ValueLen::Complete(len) => {
                 let start = self.pos;
                 self.pos += len;
                 Ok(Some(&self.buffer[start..start + len]))
             }
-            Err(e) if is_eof(&e) => Ok(None),
-            Err(e) => Err(Error::InvalidItem(format!("item stream: {e}"))),
+            msgpack::ValueLen::Incomplete => Ok(None),
+            msgpack::ValueLen::TooDeep => Err(Error::InvalidItem(
+                "item stream: depth limit exceeded".into(),
+            )),
         }
     }
 
     /// The next complete item, or `None` when more data is needed.
     pub fn next_item(&mut self) -> Result<Option<Item>> {
         match self.next_raw()? {
-            Some(raw) => {
-                let raw = raw.to_vec();
-                Item::decode(&raw).map(Some)
-            }
+            Some(raw) => Item::decode(raw).map(Some),
             None => Ok(None),
         }
     }
@@ -597,16 +594,6 @@ impl ItemUnpacker {
             )));
         }
         Ok(())
-    }
-}
-
-fn is_eof(e: &rmpv::decode::Error) -> bool {
-    use rmpv::decode::Error as E;
-    match e {
-        E::InvalidMarkerRead(io) | E::InvalidDataRead(io) => {
-            io.kind() == std::io::ErrorKind::UnexpectedEof
-        }
-        _ => false,
     }
 }
 

@@ -9,6 +9,7 @@
 //!
 //! [`resync`]: RobustUnpacker::resync
 
+use rborg_crypto::msgpack;
 use rmpv::Value;
 
 /// Why the stream could not be read at the current position (borg: `msgpack.UnpackException`).
@@ -42,7 +43,7 @@ pub fn valid_msgpacked_dict(d: &[u8], keys_serialized: &[Vec<u8>]) -> bool {
 /// The packed form of a key name as borg 1.2 packs it (`msgpack.packb(name.encode())`, a raw
 /// string).
 pub fn packed_key(name: &str) -> Vec<u8> {
-    rborg_crypto::msgpack::pack(&Value::from(name))
+    msgpack::pack(&Value::from(name))
 }
 
 /// Outcome of decoding one value at the start of a buffer.
@@ -57,21 +58,15 @@ fn decode_one(data: &[u8]) -> Decoded {
     if data.first() == Some(&0xc1) {
         return Decoded::Invalid("reserved marker 0xc1".into());
     }
-    let mut rd = data;
-    match rmpv::decode::read_value(&mut rd) {
-        Ok(v) => Decoded::Value(v, data.len() - rd.len()),
-        Err(e) if is_eof(&e) => Decoded::Incomplete,
+    // decoded (allocating) only once it is all there: a resync tries every offset
+    let len = match msgpack::value_len(data) {
+        msgpack::ValueLen::Complete(len) => len,
+        msgpack::ValueLen::Incomplete => return Decoded::Incomplete,
+        msgpack::ValueLen::TooDeep => return Decoded::Invalid("depth limit exceeded".into()),
+    };
+    match msgpack::unpack(&data[..len]) {
+        Ok(v) => Decoded::Value(v, len),
         Err(e) => Decoded::Invalid(e.to_string()),
-    }
-}
-
-fn is_eof(e: &rmpv::decode::Error) -> bool {
-    use rmpv::decode::Error as E;
-    match e {
-        E::InvalidMarkerRead(io) | E::InvalidDataRead(io) => {
-            io.kind() == std::io::ErrorKind::UnexpectedEof
-        }
-        _ => false,
     }
 }
 

@@ -173,6 +173,165 @@ pub fn unpack(data: &[u8]) -> Result<Value> {
     rmpv::decode::read_value(&mut rd).map_err(|e| Error::Msgpack(e.to_string()))
 }
 
+/// How much of a buffer the msgpack object at its start takes, found by [`value_len`] without
+/// decoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueLen {
+    /// The object is complete and takes this many bytes.
+    Complete(usize),
+    /// The buffer ends inside the object: more data may complete it (rmpv's `UnexpectedEof`).
+    Incomplete,
+    /// The object can never be read: it nests deeper than rmpv's `MAX_DEPTH`.
+    TooDeep,
+}
+
+/// The length of the msgpack object at the start of `data`, with exactly the outcome
+/// `rmpv::decode::read_value` would have (same depth accounting, the reserved marker `0xc1`
+/// read as nil, a short buffer incomplete) but no allocation: streaming readers (an archive's
+/// item stream arrives in chunk-sized pieces) learn where an object ends, or that it has not
+/// arrived yet, before decoding it once.
+pub fn value_len(data: &[u8]) -> ValueLen {
+    // rmpv spends one unit of its depth budget on every value, one more on the body of a
+    // container, str (two: str and bin data) or ext (two), and checks the budget before
+    // reading: `budget` is what the next value starts with
+    let mut budget = rmpv::decode::MAX_DEPTH as u16;
+    // containers being read: (values still to read, the budget each starts with)
+    let mut open: Vec<(u64, u16)> = Vec::new();
+    let mut pos = 0usize;
+    let be = |at: usize, n: usize| -> Option<u64> {
+        let b = data.get(at..at.checked_add(n)?)?;
+        Some(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+    };
+    loop {
+        let Some(inner) = budget.checked_sub(1) else {
+            return ValueLen::TooDeep;
+        };
+        let Some(&marker) = data.get(pos) else {
+            return ValueLen::Incomplete;
+        };
+        pos += 1;
+        // (bytes of the length field, what follows it)
+        let (len_bytes, kind) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0..=0xc3 => (0, Body::Fixed(0)),
+            0xcc | 0xd0 => (0, Body::Fixed(1)),
+            0xcd | 0xd1 => (0, Body::Fixed(2)),
+            0xce | 0xd2 | 0xca => (0, Body::Fixed(4)),
+            0xcf | 0xd3 | 0xcb => (0, Body::Fixed(8)),
+            0xa0..=0xbf => (0, Body::Str(u64::from(marker & 0x1f))),
+            0xd9 => (1, Body::Str(0)),
+            0xda => (2, Body::Str(0)),
+            0xdb => (4, Body::Str(0)),
+            0xc4 => (1, Body::Bin(0)),
+            0xc5 => (2, Body::Bin(0)),
+            0xc6 => (4, Body::Bin(0)),
+            0xd4 => (0, Body::Ext(1)),
+            0xd5 => (0, Body::Ext(2)),
+            0xd6 => (0, Body::Ext(4)),
+            0xd7 => (0, Body::Ext(8)),
+            0xd8 => (0, Body::Ext(16)),
+            0xc7 => (1, Body::Ext(0)),
+            0xc8 => (2, Body::Ext(0)),
+            0xc9 => (4, Body::Ext(0)),
+            0x90..=0x9f => (0, Body::Array(u64::from(marker & 0x0f))),
+            0xdc => (2, Body::Array(0)),
+            0xdd => (4, Body::Array(0)),
+            0x80..=0x8f => (0, Body::Map(u64::from(marker & 0x0f))),
+            0xde => (2, Body::Map(0)),
+            0xdf => (4, Body::Map(0)),
+        };
+        let len = if len_bytes == 0 {
+            None
+        } else {
+            let Some(n) = be(pos, len_bytes) else {
+                return ValueLen::Incomplete;
+            };
+            pos += len_bytes;
+            Some(n)
+        };
+        let skip = |pos: &mut usize, n: u64| -> bool {
+            match usize::try_from(n).ok().and_then(|n| pos.checked_add(n)) {
+                Some(end) if end <= data.len() => {
+                    *pos = end;
+                    true
+                }
+                _ => false,
+            }
+        };
+        match kind {
+            Body::Fixed(n) => {
+                if !skip(&mut pos, n) {
+                    return ValueLen::Incomplete;
+                }
+            }
+            Body::Str(fixed) | Body::Bin(fixed) => {
+                // str: str data then bin data; bin: bin data
+                let units = if matches!(kind, Body::Str(_)) { 2 } else { 1 };
+                if inner < units {
+                    return ValueLen::TooDeep;
+                }
+                if !skip(&mut pos, len.unwrap_or(fixed)) {
+                    return ValueLen::Incomplete;
+                }
+            }
+            Body::Ext(fixed) => {
+                // ext body (one unit), its type byte, then bin data (one more unit)
+                if inner < 1 {
+                    return ValueLen::TooDeep;
+                }
+                if !skip(&mut pos, 1) {
+                    return ValueLen::Incomplete;
+                }
+                if inner < 2 {
+                    return ValueLen::TooDeep;
+                }
+                if !skip(&mut pos, len.unwrap_or(fixed)) {
+                    return ValueLen::Incomplete;
+                }
+            }
+            Body::Array(fixed) | Body::Map(fixed) => {
+                let Some(child) = inner.checked_sub(1) else {
+                    return ValueLen::TooDeep;
+                };
+                let n = len.unwrap_or(fixed);
+                let values = if matches!(kind, Body::Map(_)) {
+                    2 * n
+                } else {
+                    n
+                };
+                if values > 0 {
+                    open.push((values, child));
+                }
+            }
+        }
+        // the next value: of the innermost container with values left, or none
+        loop {
+            match open.last_mut() {
+                None => return ValueLen::Complete(pos),
+                Some((0, _)) => {
+                    open.pop();
+                }
+                Some((left, child)) => {
+                    *left -= 1;
+                    budget = *child;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What follows a marker (and its length field, if any), for [`value_len`]: the size or
+/// count of a fixed-size form.
+#[derive(Clone, Copy)]
+enum Body {
+    Fixed(u64),
+    Str(u64),
+    Bin(u64),
+    Ext(u64),
+    Array(u64),
+    Map(u64),
+}
+
 /// Look up `key` in a msgpack map (str or bin key, compared as raw bytes like borg's `raw=True`).
 /// Of a key repeated in a (damaged or forged) map the last value counts, as in the Python dict
 /// borg unpacks into.
@@ -196,6 +355,129 @@ pub fn as_raw(v: &Value) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// rmpv's verdict on the object at the start of `data`, in [`ValueLen`] terms.
+    fn rmpv_len(data: &[u8]) -> ValueLen {
+        use rmpv::decode::Error as E;
+        let mut rd = data;
+        match rmpv::decode::read_value(&mut rd) {
+            Ok(_) => ValueLen::Complete(data.len() - rd.len()),
+            Err(E::DepthLimitExceeded) => ValueLen::TooDeep,
+            Err(E::InvalidMarkerRead(e) | E::InvalidDataRead(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{data:?}");
+                ValueLen::Incomplete
+            }
+        }
+    }
+
+    fn item_like() -> Value {
+        Value::Map(vec![
+            (Value::from("path"), Value::from("home/user/file.txt")),
+            (Value::from("mode"), Value::from(0o100644)),
+            (
+                Value::from("mtime"),
+                Value::from(1_700_000_000_123_456_789i64),
+            ),
+            (
+                Value::from("chunks"),
+                Value::Array(vec![Value::Array(vec![
+                    Value::Binary(vec![7; 32]),
+                    Value::from(70_000),
+                    Value::from(30_000),
+                ])]),
+            ),
+            (Value::from("xattrs"), Value::Map(vec![])),
+            (Value::from("f"), Value::F64(1.5)),
+            (Value::from("e"), Value::Ext(5, vec![1, 2, 3])),
+            (Value::from("n"), Value::Nil),
+        ])
+    }
+
+    #[test]
+    fn value_len_matches_rmpv_on_every_prefix() {
+        let mut stream = pack(&item_like());
+        stream.extend(pack(&Value::from("next")));
+        let first = pack(&item_like()).len();
+        assert_eq!(value_len(&stream), ValueLen::Complete(first));
+        for end in 0..=stream.len() {
+            let prefix = &stream[..end];
+            assert_eq!(value_len(prefix), rmpv_len(prefix), "prefix of {end} bytes");
+        }
+        // every marker, alone, short and padded
+        for marker in 0..=255u8 {
+            for pad in [0usize, 1, 2, 3, 5, 9, 17, 40] {
+                let mut d = vec![marker];
+                d.extend(std::iter::repeat_n(0u8, pad));
+                assert_eq!(value_len(&d), rmpv_len(&d), "marker {marker:#x} + {pad}");
+            }
+        }
+    }
+
+    #[test]
+    fn value_len_matches_rmpv_at_the_depth_limit() {
+        // rmpv recurses: an unoptimized build needs more than a test thread's stack
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(depth_limit_cases)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn depth_limit_cases() {
+        let nested = |n: usize| [vec![0x91u8; n], vec![0x05]].concat();
+        assert_eq!(value_len(&nested(500)), ValueLen::Complete(501));
+        assert_eq!(value_len(&nested(1020)), ValueLen::TooDeep);
+        // n nested arrays around a leaf of each kind (str, bin, ext, map, int), complete and cut
+        let leaves: [&[u8]; 7] = [
+            b"\xa1x",
+            b"\xc4\x01x",
+            b"\xd4\x01x",
+            b"\xc7\x01\x01x",
+            b"\x80",
+            b"\x81\x01\x02",
+            b"\x05",
+        ];
+        for n in (500..520).chain(1015..1030) {
+            for leaf in leaves {
+                for wrap in [0x91u8, 0x81] {
+                    let mut d = vec![wrap; n];
+                    if wrap == 0x81 {
+                        // a map of one pair: an int key, then the nested value
+                        d = std::iter::repeat_n([0x81u8, 0x00], n).flatten().collect();
+                    }
+                    d.extend_from_slice(leaf);
+                    for cut in [0, 1, 2] {
+                        let data = &d[..d.len().saturating_sub(cut)];
+                        assert_eq!(
+                            value_len(data),
+                            rmpv_len(data),
+                            "{n} x {wrap:#x}, {leaf:?} - {cut}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn value_len_matches_rmpv_on_random_bytes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // markers weighted towards containers and length fields, small lengths
+        let pool: Vec<u8> = (0..=255u8)
+            .chain([
+                0x91, 0x92, 0x82, 0xdc, 0xde, 0xd9, 0xc4, 0xc7, 0xd4, 0xc1, 0x00, 0x01, 0x02,
+            ])
+            .collect();
+        for round in 0..200_000 {
+            let len = rng.gen_range(0..48);
+            let data: Vec<u8> = (0..len)
+                .map(|_| pool[rng.gen_range(0..pool.len())])
+                .collect();
+            assert_eq!(value_len(&data), rmpv_len(&data), "round {round}: {data:?}");
+        }
+    }
 
     #[test]
     fn ints_like_msgpack_python() {
