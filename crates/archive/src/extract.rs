@@ -34,7 +34,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TryRecvError};
 
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -201,17 +201,16 @@ fn read_content(
                 })
                 .collect(),
         };
-        let opened: Vec<Result<Vec<u8>, ReadError>> = ids
+        let opened: Vec<Option<Result<Vec<u8>, ReadError>>> = ids
             .iter()
             .zip(&cdatas)
-            .filter_map(|(id, c)| c.as_ref().ok().map(|c| open_object(key, id, c)))
+            .map(|(id, c)| c.as_ref().ok().map(|c| open_object(key, id, c)))
             .collect();
-        let mut opened = opened.into_iter();
         let chunks = cdatas
             .into_iter()
-            .map(|c| match c {
+            .zip(opened)
+            .map(|(c, opened)| match c {
                 Ok(_) => opened
-                    .next()
                     .unwrap_or_else(|| Err(ReadError::InvalidItem("content chunk lost".into()))),
                 Err(e) => Err(e),
             })
@@ -420,6 +419,134 @@ fn acl_xattr(text: &[u8], numeric_ids: bool, owners: &mut Owners) -> Option<Vec<
     })
 }
 
+/// The attributes borg's `restore_attrs` sets on an extracted item, prepared by
+/// [`Extractor::prepare_attrs`] (so that a file's can be applied on the content writer's
+/// thread).
+struct Attrs {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    is_link: bool,
+    /// `system.posix_acl_*` xattrs, or the ACL text that could not be translated.
+    acls: Vec<(&'static str, Result<Vec<u8>, String>)>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    atime: i64,
+    mtime: i64,
+}
+
+impl Attrs {
+    /// Sets owner, mode, ACLs, xattrs, then timestamps, through `file` when given (borg's
+    /// order: xattrs after chown, which clears capabilities). Owner and timestamp failures
+    /// are ignored as in borg; xattr failures go to `warn`.
+    fn apply(
+        &self,
+        path: &Path,
+        file: Option<&File>,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<(), ItemError> {
+        let mode = self.mode & 0o7777;
+        match file {
+            Some(f) => {
+                let _ = std::os::unix::fs::fchown(f, Some(self.uid), Some(self.gid));
+                f.set_permissions(std::fs::Permissions::from_mode(mode))
+                    .map_err(os("attrs"))?;
+            }
+            None => {
+                let _ = std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid));
+                if !self.is_link {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                        .map_err(os("attrs"))?;
+                }
+            }
+        }
+        for (name, value) in &self.acls {
+            let value = value.as_ref().map_err(|e| ItemError::Backup(e.clone()))?;
+            lsetxattr(path, name.as_bytes(), value).map_err(os("attrs"))?;
+        }
+        for (name, value) in &self.xattrs {
+            if let Err(e) = lsetxattr(path, name, value) {
+                warn(format!(
+                    "{}: when setting extended attribute {}: {e}",
+                    path.display(),
+                    show(name)
+                ));
+            }
+        }
+        let ts =
+            |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+        let _ = match file {
+            Some(f) => {
+                use std::os::fd::AsRawFd;
+                nix::sys::stat::futimens(f.as_raw_fd(), &ts(self.atime), &ts(self.mtime))
+            }
+            None => nix::sys::stat::utimensat(
+                None,
+                path,
+                &ts(self.atime),
+                &ts(self.mtime),
+                UtimensatFlags::NoFollowSymlink,
+            ),
+        };
+        Ok(())
+    }
+}
+
+/// What [`Extractor::extract_item`] made of an item.
+enum Created {
+    /// All done (a directory, link, special file, or a regular file that became a hard link).
+    Done,
+    /// A regular file, created empty at this path: its content and attributes follow
+    /// ([`fill_file`]).
+    File(File, PathBuf),
+}
+
+/// The rest of borg's `extract_item` for a regular file that [`Extractor::extract_item`]
+/// created: its content (the chunks from plan index `first` of `content`, holes seeked over
+/// when `sparse`), then its attributes, then the size and health checks. `progress` hears
+/// each piece written, `warn` the attribute warnings. Returns the content bytes read (0 when
+/// reading failed) with the item's outcome.
+#[allow(clippy::too_many_arguments)]
+fn fill_file(
+    mut file: File,
+    path: &Path,
+    item: &Item,
+    first: Option<usize>,
+    attrs: &Attrs,
+    content: &mut ContentStream,
+    sparse: bool,
+    progress: &mut dyn FnMut(u64),
+    warn: &mut dyn FnMut(String),
+) -> (u64, Result<(), ItemError>) {
+    let chunks = item.chunks.as_deref().unwrap_or_default();
+    let written = content.read(first, chunks, &mut |data| {
+        progress(data.len() as u64);
+        if sparse && data.iter().all(|&b| b == 0) {
+            file.seek(SeekFrom::Current(data.len() as i64))
+                .map_err(os("write"))?;
+        } else {
+            file.write_all(data).map_err(os("write"))?;
+        }
+        Ok(())
+    });
+    let total = match written {
+        Ok(total) => total,
+        Err(e) => return (0, Err(e)),
+    };
+    let result = (|| {
+        // borg's fd.truncate(fd.tell()): only a file that ends in a hole (sparse mode seeks
+        // over zeros) is shorter than its content; a new file written to its end already has
+        // its size
+        if sparse {
+            file.set_len(total).map_err(os("truncate_and_attrs"))?;
+        }
+        attrs.apply(path, Some(&file), warn)?;
+        drop(file);
+        check_size(item, total)?;
+        check_healthy(item)
+    })();
+    (total, result)
+}
+
 /// Refuses absolute paths and `..` components, so nothing is written outside the destination.
 fn check_relative(path: &[u8]) -> Result<(), ExtractError> {
     if path.starts_with(b"/") || path.split(|&b| b == b'/').any(|c| c == b"..") {
@@ -547,15 +674,14 @@ impl Extractor<'_> {
         }
     }
 
-    /// borg's `extract_item` for everything but dry-run/stdout and directories' second pass.
-    /// A regular file's chunks start at plan index `first` of `content`.
+    /// borg's `extract_item` for everything but dry-run/stdout and directories' second pass,
+    /// except a regular file's content and attributes: a created file comes back as
+    /// [`Created::File`] for [`fill_file`].
     fn extract_item(
         &mut self,
         item: &mut Item,
         original_path: &[u8],
-        first: Option<usize>,
-        content: &mut ContentStream,
-    ) -> Result<(), ItemError> {
+    ) -> Result<Created, ItemError> {
         check_relative(&item.path).map_err(ItemError::Fatal)?;
         let path = self.target(&item.path);
         if let Ok(st) = std::fs::symlink_metadata(&path) {
@@ -582,44 +708,16 @@ impl Extractor<'_> {
                 _ => Ok(()),
             }
         };
+        let done = |r: Result<(), ItemError>| r.map(|()| Created::Done);
         match mode & crate::item::S_IFMT {
             S_IFREG => {
                 make_parent(&path)?;
                 if self.link_helper(item, &path)? {
-                    return Ok(());
+                    return Ok(Created::Done);
                 }
-                let mut file = File::create(&path).map_err(os("open"))?;
-                let sparse = self.opts.sparse;
-                let chunks = item.chunks.clone().unwrap_or_default();
-                let progress = self.opts.progress.then(|| show(&item.path));
-                let events = &mut self.events;
-                let total = content.read(first, &chunks, &mut |data| {
-                    if let Some(path) = &progress {
-                        events(ExtractEvent::Data {
-                            path: path.clone(),
-                            bytes: data.len() as u64,
-                        });
-                    }
-                    if sparse && data.iter().all(|&b| b == 0) {
-                        file.seek(SeekFrom::Current(data.len() as i64))
-                            .map_err(os("write"))?;
-                    } else {
-                        file.write_all(data).map_err(os("write"))?;
-                    }
-                    Ok(())
-                })?;
-                self.summary.bytes += total;
-                // borg's fd.truncate(fd.tell()): only a file that ends in a hole (sparse mode
-                // seeks over zeros) is shorter than its content; a new file written to its
-                // end already has its size
-                if sparse {
-                    file.set_len(total).map_err(os("truncate_and_attrs"))?;
-                }
-                self.restore_attrs(&path, item, Some(&file))?;
-                drop(file);
+                let file = File::create(&path).map_err(os("open"))?;
                 self.after_extract(item, original_path, &path);
-                check_size(item, total)?;
-                check_healthy(item)
+                Ok(Created::File(file, path))
             }
             crate::item::S_IFDIR => {
                 make_parent(&path)?;
@@ -629,30 +727,30 @@ impl Extractor<'_> {
                         .create(&path)
                         .map_err(os("mkdir"))?;
                 }
-                Ok(())
+                Ok(Created::Done)
             }
             crate::item::S_IFLNK => {
                 make_parent(&path)?;
                 let source = item.source.clone().unwrap_or_default();
                 std::os::unix::fs::symlink(OsStr::from_bytes(&source), &path)
                     .map_err(os("symlink"))?;
-                self.restore_attrs(&path, item, None)
+                done(self.restore_attrs(&path, item, None))
             }
             S_IFIFO => {
                 make_parent(&path)?;
                 if self.link_helper(item, &path)? {
-                    return Ok(());
+                    return Ok(Created::Done);
                 }
                 nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o666))
                     .map_err(|e| ItemError::Os("mkfifo", nix_io(e)))?;
                 self.restore_attrs(&path, item, None)?;
                 self.after_extract(item, original_path, &path);
-                Ok(())
+                Ok(Created::Done)
             }
             S_IFCHR | S_IFBLK => {
                 make_parent(&path)?;
                 if self.link_helper(item, &path)? {
-                    return Ok(());
+                    return Ok(Created::Done);
                 }
                 let kind = if mode & crate::item::S_IFMT == S_IFCHR {
                     SFlag::S_IFCHR
@@ -668,7 +766,7 @@ impl Extractor<'_> {
                 .map_err(|e| ItemError::Os("mknod", nix_io(e)))?;
                 self.restore_attrs(&path, item, None)?;
                 self.after_extract(item, original_path, &path);
-                Ok(())
+                Ok(Created::Done)
             }
             other => Err(ItemError::Backup(format!(
                 "Unknown archive item type {other:o}"
@@ -684,66 +782,85 @@ impl Extractor<'_> {
         item: &Item,
         file: Option<&File>,
     ) -> Result<(), ItemError> {
+        self.prepare_attrs(item)
+            .apply(path, file, &mut |w| self.warn(w))
+    }
+
+    /// What [`Attrs::apply`] sets on `item`'s file: owner names resolved to local ids and ACL
+    /// text translated here, where the name caches live.
+    fn prepare_attrs(&mut self, item: &Item) -> Attrs {
         let (uid, gid) = self.owners.uid_gid(item, self.opts.numeric_ids);
-        let mode = item.mode.unwrap_or(0);
         let is_link = item.is_link();
-        match file {
-            Some(f) => {
-                let _ = std::os::unix::fs::fchown(f, Some(uid), Some(gid));
-                f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
-                    .map_err(os("attrs"))?;
-            }
-            None => {
-                let _ = std::os::unix::fs::lchown(path, Some(uid), Some(gid));
-                if !is_link {
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
-                        .map_err(os("attrs"))?;
-                }
-            }
-        }
+        let mut acls = Vec::new();
         if !self.opts.no_acls && !is_link {
-            let acls = [
+            let texts = [
                 (&item.acl_access, "system.posix_acl_access"),
                 (&item.acl_default, "system.posix_acl_default"),
             ];
-            for (text, name) in acls {
+            for (text, name) in texts {
                 let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else {
                     continue;
                 };
                 let value = acl_xattr(text, self.opts.numeric_ids, &mut self.owners)
-                    .ok_or_else(|| ItemError::Backup(format!("invalid ACL {:?}", show(text))))?;
-                lsetxattr(path, name.as_bytes(), &value).map_err(os("attrs"))?;
+                    .ok_or_else(|| format!("invalid ACL {:?}", show(text)));
+                acls.push((name, value));
             }
         }
-        if !self.opts.no_xattrs {
-            for (name, value) in item.xattrs.clone().unwrap_or_default() {
-                if let Err(e) = lsetxattr(path, &name, &value) {
-                    self.warn(format!(
-                        "{}: when setting extended attribute {}: {e}",
-                        path.display(),
-                        show(&name)
-                    ));
-                }
-            }
-        }
-        let mtime = item.mtime.unwrap_or(0);
-        let atime = item.atime.unwrap_or(mtime);
-        let ts =
-            |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
-        let _ = match file {
-            Some(f) => {
-                use std::os::fd::AsRawFd;
-                nix::sys::stat::futimens(f.as_raw_fd(), &ts(atime), &ts(mtime))
-            }
-            None => nix::sys::stat::utimensat(
-                None,
-                path,
-                &ts(atime),
-                &ts(mtime),
-                UtimensatFlags::NoFollowSymlink,
-            ),
+        let xattrs = if self.opts.no_xattrs {
+            Vec::new()
+        } else {
+            item.xattrs.clone().unwrap_or_default()
         };
-        Ok(())
+        let mtime = item.mtime.unwrap_or(0);
+        Attrs {
+            uid,
+            gid,
+            mode: item.mode.unwrap_or(0),
+            is_link,
+            acls,
+            xattrs,
+            atime: item.atime.unwrap_or(mtime),
+            mtime,
+        }
+    }
+
+    /// [`fill_file`] on this thread (dry runs aside, the sequential path: `--progress`
+    /// reports each piece written as it goes).
+    fn fill_here(
+        &mut self,
+        file: File,
+        path: &Path,
+        item: &Item,
+        first: Option<usize>,
+        content: &mut ContentStream,
+    ) -> Result<(), ItemError> {
+        let attrs = self.prepare_attrs(item);
+        let progress = self.opts.progress.then(|| show(&item.path));
+        let events = &mut self.events;
+        let mut warnings = Vec::new();
+        let (total, result) = fill_file(
+            file,
+            path,
+            item,
+            first,
+            &attrs,
+            content,
+            self.opts.sparse,
+            &mut |bytes| {
+                if let Some(path) = &progress {
+                    events(ExtractEvent::Data {
+                        path: path.clone(),
+                        bytes,
+                    });
+                }
+            },
+            &mut |w| warnings.push(w),
+        );
+        self.summary.bytes += total;
+        for w in warnings {
+            self.warn(w);
+        }
+        result
     }
 
     /// Second pass over a directory: its attributes, after its content was extracted.
@@ -783,16 +900,207 @@ fn extract_selected(
         ex.summary.items += 1;
         let result = if opts.dry_run || opts.stdout {
             ex.read_only(&item, first_chunk, content)
-        } else if item.is_dir() {
-            let r = ex.extract_item(&mut item, &original_path, first_chunk, content);
-            dirs.push(item.clone());
-            r
         } else {
-            ex.extract_item(&mut item, &original_path, first_chunk, content)
+            let created = ex.extract_item(&mut item, &original_path);
+            if item.is_dir() {
+                dirs.push(item.clone());
+            }
+            match created {
+                Ok(Created::File(file, path)) => {
+                    ex.fill_here(file, &path, &item, first_chunk, content)
+                }
+                Ok(Created::Done) => Ok(()),
+                Err(e) => Err(e),
+            }
         };
         ex.report(&original_path, result)?;
     }
     Ok(())
+}
+
+/// A regular file [`Extractor::extract_item`] created, on its way to the content writer.
+struct FileJob {
+    file: File,
+    path: PathBuf,
+    item: Item,
+    /// Plan index of its first content chunk.
+    first: Option<usize>,
+    attrs: Attrs,
+}
+
+/// What the content writer made of a [`FileJob`].
+struct FileOutcome {
+    bytes: u64,
+    warnings: Vec<String>,
+    result: Result<(), ItemError>,
+}
+
+/// The content writer of [`extract_selected_pipelined`]: fills the created files in the
+/// order they come, reading their content from `content`. Stops when either side hangs up.
+fn write_files(
+    jobs: Receiver<FileJob>,
+    done: Sender<FileOutcome>,
+    mut content: ContentStream,
+    sparse: bool,
+) {
+    for job in jobs {
+        let mut warnings = Vec::new();
+        let (bytes, result) = fill_file(
+            job.file,
+            &job.path,
+            &job.item,
+            job.first,
+            &job.attrs,
+            &mut content,
+            sparse,
+            &mut |_| {},
+            &mut |w| warnings.push(w),
+        );
+        let outcome = FileOutcome {
+            bytes,
+            warnings,
+            result,
+        };
+        if done.send(outcome).is_err() {
+            return;
+        }
+    }
+}
+
+/// Created files handed to the content writer and not yet filled: bounds the open file
+/// descriptors (and how far creation runs ahead).
+const FILES_AHEAD: usize = 64;
+
+/// Items extracted but not yet reported (waiting for an earlier file's content).
+const REPORTS_AHEAD: usize = 512;
+
+/// An item of [`extract_selected_pipelined`] waiting for its turn to be reported, or a
+/// directory whose attributes wait until everything before them is done.
+enum Pending {
+    Item {
+        listed: String,
+        original_path: Vec<u8>,
+        /// `None` while its file is with the content writer.
+        outcome: Option<(Vec<String>, Result<(), ItemError>)>,
+    },
+    FinishDir(Box<Item>),
+}
+
+/// [`extract_selected`] on two threads: this one makes the items in archive order
+/// (directories, links, special files, regular files created empty) and hands each regular
+/// file to a content writer thread ([`write_files`]), which fills it (content, then
+/// attributes) while the next files are created. File creation (inode allocation, directory
+/// entries) and the content copy into the page cache were the two halves of the one writing
+/// thread's time. Everything is reported in archive order, as borg does: an item's `--list`
+/// line, its warnings, its error; a directory gets its attributes when all items before it
+/// are done.
+fn extract_selected_pipelined(
+    ex: &mut Extractor<'_>,
+    dirs: &mut Vec<Item>,
+    selected: Vec<(Item, Option<usize>)>,
+    jobs: SyncSender<FileJob>,
+    done: Receiver<FileOutcome>,
+) -> Result<(), ExtractError> {
+    let opts = ex.opts;
+    let mut pending = std::collections::VecDeque::new();
+    for (mut item, first) in selected {
+        let original_path = item.path.clone();
+        item.path = strip_components(&item.path, opts.strip_components);
+        while dirs.last().is_some_and(|d| !item.path.starts_with(&d.path)) {
+            if let Some(d) = dirs.pop() {
+                pending.push_back(Pending::FinishDir(Box::new(d)));
+            }
+        }
+        ex.summary.items += 1;
+        let listed = show(&item.path);
+        let created = ex.extract_item(&mut item, &original_path);
+        if item.is_dir() {
+            dirs.push(item.clone());
+        }
+        let outcome = match created {
+            Ok(Created::File(file, path)) => {
+                let attrs = ex.prepare_attrs(&item);
+                let job = FileJob {
+                    file,
+                    path,
+                    item,
+                    first,
+                    attrs,
+                };
+                match jobs.send(job) {
+                    Ok(()) => None,
+                    Err(_) => Some((Vec::new(), Err(writer_gone()))),
+                }
+            }
+            Ok(Created::Done) => Some((Vec::new(), Ok(()))),
+            Err(e) => Some((Vec::new(), Err(e))),
+        };
+        pending.push_back(Pending::Item {
+            listed,
+            original_path,
+            outcome,
+        });
+        report_pending(ex, &mut pending, &done, REPORTS_AHEAD)?;
+    }
+    report_pending(ex, &mut pending, &done, 0)
+}
+
+fn writer_gone() -> ItemError {
+    ItemError::Backup("the content writer stopped".into())
+}
+
+/// Reports the pending items from the front as far as they are done, waiting for the
+/// content writer while more than `keep` are pending.
+fn report_pending(
+    ex: &mut Extractor<'_>,
+    pending: &mut std::collections::VecDeque<Pending>,
+    done: &Receiver<FileOutcome>,
+    keep: usize,
+) -> Result<(), ExtractError> {
+    loop {
+        match pending.front_mut() {
+            None => return Ok(()),
+            Some(Pending::Item { outcome: None, .. }) => {
+                let received = if pending.len() > keep {
+                    done.recv().map_err(|_| TryRecvError::Disconnected)
+                } else {
+                    done.try_recv()
+                };
+                let outcome = match received {
+                    Ok(o) => {
+                        ex.summary.bytes += o.bytes;
+                        (o.warnings, o.result)
+                    }
+                    Err(TryRecvError::Empty) => return Ok(()),
+                    Err(TryRecvError::Disconnected) => (Vec::new(), Err(writer_gone())),
+                };
+                if let Some(Pending::Item { outcome: slot, .. }) = pending.front_mut() {
+                    *slot = Some(outcome);
+                }
+            }
+            Some(Pending::FinishDir(_)) => {
+                if let Some(Pending::FinishDir(d)) = pending.pop_front() {
+                    ex.finish_dir(&d)?;
+                }
+            }
+            Some(Pending::Item {
+                outcome: Some(_), ..
+            }) => {
+                if let Some(Pending::Item {
+                    listed,
+                    original_path,
+                    outcome: Some((warnings, result)),
+                }) = pending.pop_front()
+                {
+                    (ex.events)(ExtractEvent::Listed(listed));
+                    for w in warnings {
+                        ex.warn(w);
+                    }
+                    ex.report(&original_path, result)?;
+                }
+            }
+        }
+    }
 }
 
 fn check_size(item: &Item, total: u64) -> Result<(), ItemError> {
@@ -949,10 +1257,25 @@ pub fn extract_archive<'a>(
             // a hand-over, no queue: one batch being written, the next being read and opened
             let (batches, received) = sync_channel(0);
             let reader = scope.spawn(move || read_content(repository, key, plan, batches));
-            let mut content = ContentStream::new(received);
-            let result = extract_selected(ex, dirs, selected, &mut content);
-            // hang up first, so that a reader still going ahead stops
-            drop(content);
+            let content = ContentStream::new(received);
+            // dry runs, --stdout and --progress (whose events come from where content is
+            // written) stay on this thread
+            let result = if opts.dry_run || opts.stdout || opts.progress {
+                let mut content = content;
+                extract_selected(ex, dirs, selected, &mut content)
+                // `content` dropped: the reader, if still going ahead, stops
+            } else {
+                let (jobs, job_queue) = sync_channel(FILES_AHEAD);
+                let (outcomes, done) = channel();
+                let sparse = opts.sparse;
+                let writer = scope.spawn(move || write_files(job_queue, outcomes, content, sparse));
+                // returns having hung up on the writer, which then drops the content stream
+                let result = extract_selected_pipelined(ex, dirs, selected, jobs, done);
+                if let Err(panic) = writer.join() {
+                    std::panic::resume_unwind(panic);
+                }
+                result
+            };
             if let Err(panic) = reader.join() {
                 std::panic::resume_unwind(panic);
             }
