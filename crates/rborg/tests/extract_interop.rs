@@ -618,3 +618,70 @@ fn extract_takes_content_from_a_hard_link_master_left_out() {
         );
     }
 }
+
+/// Files are created on one thread and filled on another, but what extract reports comes in
+/// archive order as borg's does: every `--list` line, and the warning of a file that could not
+/// be created (a non-empty directory in its place) right after its own line, among files whose
+/// content was written. Exit code 1 (warnings), and the other files are complete.
+#[test]
+fn extract_reports_in_archive_order_like_borg() {
+    if !borg_available("extract interop test") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let home = fresh_dir(t, "home");
+    let input = fresh_dir(t, "input");
+    let mut rng = Rng(0x5eed_0f_04de4);
+    for i in 0..60 {
+        // sizes from empty to several chunks of the default chunker's minimum
+        let size = [0, 10, 5_000, 700_000][i % 4] + i;
+        std::fs::write(input.join(format!("f{i:02}")), rng.bytes(size)).unwrap();
+    }
+    let repo = t.join("repo").display().to_string();
+    ok(
+        &borg(t, &home, &["init", "-e", "repokey", &repo]),
+        "borg init",
+    );
+    let archive = format!("{repo}::a");
+    ok(
+        &borg(t, &home, &["create", &archive, "input"]),
+        "borg create",
+    );
+    // (an error message's wording differs: Python's `[Errno 21] ...` against Rust's)
+    let lines = |out: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(|l| l.split(": open: ").next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let mut listings = Vec::new();
+    for (name, run) in [
+        ("borg", borg as fn(&Path, &Path, &[&str]) -> Output),
+        ("rborg", rborg),
+    ] {
+        let dest = fresh_dir(t, &format!("out-{name}"));
+        for blocked in ["input/f13", "input/f14", "input/f47"] {
+            std::fs::create_dir_all(dest.join(blocked).join("x")).unwrap();
+        }
+        let out = run(&dest, &home, &["extract", "--list", &archive]);
+        assert_eq!(out.status.code(), Some(1), "{name} exit code: {out:?}");
+        let listed = lines(&out);
+        assert!(
+            listed
+                .windows(2)
+                .any(|w| w[0] == "input/f13" && w[1] == "input/f13"),
+            "{name}: the warning follows its file's line: {listed:?}"
+        );
+        for i in [0, 12, 15, 46, 48, 59] {
+            let file = format!("input/f{i:02}");
+            assert_eq!(
+                std::fs::read(dest.join(&file)).unwrap(),
+                std::fs::read(t.join(&file)).unwrap(),
+                "{name}: {file}"
+            );
+        }
+        listings.push(listed);
+    }
+    assert_eq!(listings[0], listings[1], "borg's report, then rborg's");
+}
