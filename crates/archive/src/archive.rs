@@ -74,10 +74,17 @@ pub enum ReadError {
 /// Result type of archive reading.
 pub type ReadResult<T> = std::result::Result<T, ReadError>;
 
-/// Decrypts, decompresses and ID-checks one stored object (borg's `key.decrypt(id, data)`).
+/// Decrypts, decompresses and ID-checks one stored object (borg's `key.decrypt(id, data)`):
+/// [`finish_object`] of the MAC-checked, decrypted payload.
 pub fn open_object(key: &Key, id: &ObjectId, cdata: &[u8]) -> ReadResult<Vec<u8>> {
-    let compressed = key.decrypt(Some(id), cdata)?;
-    let data = rborg_compress::decompress(&compressed, None, MAX_DATA_SIZE)?;
+    finish_object(key, id, &key.decrypt(Some(id), cdata)?)
+}
+
+/// The second half of [`open_object`]: decompresses a decrypted payload and checks the
+/// plaintext against its ID (so that a pipeline can decrypt one object while it finishes the
+/// one before).
+pub fn finish_object(key: &Key, id: &ObjectId, compressed: &[u8]) -> ReadResult<Vec<u8>> {
+    let data = rborg_compress::decompress(compressed, None, MAX_DATA_SIZE)?;
     key.assert_id(id, &data)?;
     Ok(data)
 }

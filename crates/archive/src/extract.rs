@@ -41,7 +41,7 @@ use nix::sys::time::TimeSpec;
 use rborg_crypto::Key;
 use rborg_repository::{ObjectId, Repository};
 
-use crate::archive::{open_object, ArchiveMeta, ReadError, PREFETCH};
+use crate::archive::{finish_object, open_object, ArchiveMeta, ReadError, PREFETCH};
 use crate::item::{
     hardlinkable, strip_components, stripped_away, ChunkListEntry, Item, ItemUnpacker, S_IFBLK,
     S_IFCHR, S_IFIFO, S_IFREG,
@@ -154,7 +154,16 @@ const BATCH_BYTES: u64 = 8 << 20;
 /// call and one hand-over.
 const CONTENT_BATCH_CHUNKS: usize = 256;
 
-/// Consecutive chunks of a batch's content plan, read and opened.
+/// Consecutive chunks of a batch's content plan as [`read_content`] hands them on: each
+/// stored object decrypted where it lies, with the range of its (compressed) payload.
+struct DecryptedBatch {
+    /// Plan index of the first chunk.
+    start: usize,
+    ids: Vec<ObjectId>,
+    chunks: Vec<Result<(Vec<u8>, std::ops::Range<usize>), ReadError>>,
+}
+
+/// Consecutive chunks of a batch's content plan, opened ([`finish_content`]).
 struct ContentBatch {
     /// Plan index of the first chunk.
     start: usize,
@@ -163,21 +172,21 @@ struct ContentBatch {
 
 /// The content reader (borg's `DownloadPipeline.fetch_many` with preload): on its own
 /// thread, reads the planned chunks of the selected items in order with
-/// [`Repository::get_many`] (announcing them ahead through [`Repository::preload`]), opens
-/// them (decrypt, decompress, ID check) and hands them to the writer, so that reading and
-/// opening overlap the file system work of extraction. One thread, not one per core: at 1
-/// GiB the opening (about 3 s of CPU) and the writing (mostly kernel time) are of a size,
-/// and chunk buffers made on many threads and freed on the writer's kept glibc's
-/// per-thread arenas at their peaks (peak RSS 118-147 MB against 78-86 MB; see
-/// docs/performance.md). A failed
-/// batch is read again chunk by chunk, so that the error belongs to the chunk that caused it
-/// (the writer reports it when it reaches that chunk, as borg fails on the file that needs
-/// it). Stops when the writer hangs up.
+/// [`Repository::get_many`] (announcing them ahead through [`Repository::preload`]) and
+/// decrypts them (envelope MAC, AES-CTR), handing each batch to [`finish_content`] on a
+/// second thread, which decompresses and ID-checks it for the writer: reading and opening
+/// overlap the file system work of extraction, and opening is split in two stages of a
+/// similar size (one BLAKE2b pass each). Split by stage, not by chunk over a pool: each
+/// thread's buffers come from its own malloc arena, and a pool opening whole chunks kept one
+/// peak of both buffer kinds per worker (peak RSS +25 MB at 1 GiB, above borg's; see
+/// docs/performance.md). A failed batch is read again chunk by chunk, so that the error
+/// belongs to the chunk that caused it (the writer reports it when it reaches that chunk, as
+/// borg fails on the file that needs it). Stops when the next stage hangs up.
 fn read_content(
     repository: &mut (dyn Repository + Send),
     key: &Key,
     mut plan: ReadAhead,
-    out: SyncSender<ContentBatch>,
+    out: SyncSender<DecryptedBatch>,
 ) {
     let mut i = 0;
     while i < plan.ids.len() {
@@ -201,24 +210,48 @@ fn read_content(
                 })
                 .collect(),
         };
-        let opened: Vec<Option<Result<Vec<u8>, ReadError>>> = ids
+        let chunks = ids
             .iter()
-            .zip(&cdatas)
-            .map(|(id, c)| c.as_ref().ok().map(|c| open_object(key, id, c)))
-            .collect();
-        let chunks = cdatas
-            .into_iter()
-            .zip(opened)
-            .map(|(c, opened)| match c {
-                Ok(_) => opened
-                    .unwrap_or_else(|| Err(ReadError::InvalidItem("content chunk lost".into()))),
-                Err(e) => Err(e),
+            .zip(cdatas)
+            .map(|(id, c)| {
+                let mut c = c?;
+                let payload = key.decrypt_in_place(Some(id), &mut c)?;
+                Ok((c, payload))
             })
             .collect();
-        if out.send(ContentBatch { start: i, chunks }).is_err() {
+        let batch = DecryptedBatch {
+            start: i,
+            ids: ids.to_vec(),
+            chunks,
+        };
+        if out.send(batch).is_err() {
             return;
         }
         i = end;
+    }
+}
+
+/// The second stage of [`read_content`]: decompresses and ID-checks each decrypted batch and
+/// hands it to the writer. Stops when either side hangs up.
+fn finish_content(key: &Key, batches: Receiver<DecryptedBatch>, out: SyncSender<ContentBatch>) {
+    for batch in batches {
+        let chunks = batch
+            .ids
+            .iter()
+            .zip(batch.chunks)
+            .map(|(id, chunk)| {
+                let (stored, payload) = chunk?;
+                let compressed = stored.get(payload).unwrap_or_default();
+                finish_object(key, id, compressed)
+            })
+            .collect();
+        let batch = ContentBatch {
+            start: batch.start,
+            chunks,
+        };
+        if out.send(batch).is_err() {
+            return;
+        }
     }
 }
 
@@ -1255,8 +1288,10 @@ pub fn extract_archive<'a>(
         let dirs = &mut dirs;
         std::thread::scope(|scope| -> Result<(), ExtractError> {
             // a hand-over, no queue: one batch being written, the next being read and opened
+            let (decrypted, to_finish) = sync_channel(0);
             let (batches, received) = sync_channel(0);
-            let reader = scope.spawn(move || read_content(repository, key, plan, batches));
+            let reader = scope.spawn(move || read_content(repository, key, plan, decrypted));
+            let finisher = scope.spawn(move || finish_content(key, to_finish, batches));
             let content = ContentStream::new(received);
             // dry runs, --stdout and --progress (whose events come from where content is
             // written) stay on this thread
@@ -1276,8 +1311,10 @@ pub fn extract_archive<'a>(
                 }
                 result
             };
-            if let Err(panic) = reader.join() {
-                std::panic::resume_unwind(panic);
+            for stage in [finisher, reader] {
+                if let Err(panic) = stage.join() {
+                    std::panic::resume_unwind(panic);
+                }
             }
             result
         })?;

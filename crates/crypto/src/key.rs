@@ -450,6 +450,33 @@ impl Key {
     /// caller must check the ID with [`Key::assert_id`]. Wrong type byte, short data or a MAC
     /// mismatch give [`Error::Integrity`]; nothing here panics on hostile input.
     pub fn decrypt(&self, id: Option<&[u8; 32]>, data: &[u8]) -> Result<Vec<u8>> {
+        if !self.check_envelope(id, data)? {
+            return Ok(data[1..].to_vec());
+        }
+        let mut out = data[PAYLOAD_OVERHEAD..].to_vec();
+        self.payload_cipher(data).apply_keystream(&mut out);
+        Ok(out)
+    }
+
+    /// [`Key::decrypt`] without a copy: checks the envelope in `data` and decrypts its payload
+    /// where it lies, returning where the payload is (readers that own the stored object, such
+    /// as extract's content reader, spare an allocation and a copy per chunk).
+    pub fn decrypt_in_place(
+        &self,
+        id: Option<&[u8; 32]>,
+        data: &mut [u8],
+    ) -> Result<std::ops::Range<usize>> {
+        if !self.check_envelope(id, data)? {
+            return Ok(1..data.len());
+        }
+        let mut cipher = self.payload_cipher(data);
+        cipher.apply_keystream(&mut data[PAYLOAD_OVERHEAD..]);
+        Ok(PAYLOAD_OVERHEAD..data.len())
+    }
+
+    /// The envelope checks of [`Key::decrypt`]: type byte, length, MAC. Whether the payload
+    /// is encrypted (else it follows the type byte as it is).
+    fn check_envelope(&self, id: Option<&[u8; 32]>, data: &[u8]) -> Result<bool> {
         let id_str = || id.map(hex::encode).unwrap_or_else(|| "(unknown)".into());
         let Some(&tb) = data.first() else {
             return Err(Error::Integrity(format!(
@@ -465,7 +492,7 @@ impl Key {
             return Err(Error::Integrity(format!("Chunk {}: {what}", id_str())));
         }
         if !self.key_type.is_encrypted() {
-            return Ok(data[1..].to_vec());
+            return Ok(false);
         }
         if data.len() < PAYLOAD_OVERHEAD {
             return Err(Error::Integrity(format!(
@@ -480,15 +507,17 @@ impl Key {
                 id_str()
             )));
         }
+        Ok(true)
+    }
+
+    /// The AES-CTR cipher of a checked encrypted envelope, at the nonce stored in it.
+    fn payload_cipher(&self, data: &[u8]) -> Aes256Ctr {
         let mut nonce = [0u8; 8];
         nonce.copy_from_slice(&data[33..41]);
-        let mut out = data[PAYLOAD_OVERHEAD..].to_vec();
-        let mut cipher = Aes256Ctr::new(
+        Aes256Ctr::new(
             &self.enc_key.into(),
             &iv_for(u64::from_be_bytes(nonce)).into(),
-        );
-        cipher.apply_keystream(&mut out);
-        Ok(out)
+        )
     }
 
     /// The nonce stored in an encrypted envelope (borg's `extract_iv`).

@@ -73,3 +73,36 @@ fn mutated_key_blobs_are_rejected_without_panic() {
         assert!(Key::from_plain_blob(KeyType::Blake2Repokey, &plain[..cut], true).is_err());
     }
 }
+
+/// `decrypt_in_place` gives `decrypt`'s payload and `decrypt`'s error for every key type:
+/// sealed envelopes, the same with one byte flipped, and random bytes.
+#[test]
+fn decrypt_in_place_agrees_with_decrypt() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for &kt in KeyType::ALL.iter() {
+        let key = Key::create(kt, [5; 32]);
+        for round in 0..300u64 {
+            let mut payload = vec![0u8; rng.gen_range(0..3000)];
+            rng.fill_bytes(&mut payload);
+            let mut data = key.encrypt(&payload, round * 1000);
+            match round % 3 {
+                1 => {
+                    let at = rng.gen_range(0..data.len());
+                    data[at] ^= 1 << rng.gen_range(0..8);
+                }
+                2 => rng.fill_bytes(&mut data),
+                _ => {}
+            }
+            let mut in_place = data.clone();
+            let opened = key
+                .decrypt_in_place(None, &mut in_place)
+                .map(|r| in_place[r].to_vec())
+                .map_err(|e| e.to_string());
+            let want = key.decrypt(None, &data).map_err(|e| e.to_string());
+            assert_eq!(opened, want, "{kt:?} round {round}");
+            if round % 3 == 0 {
+                assert_eq!(opened.as_deref(), Ok(&payload[..]), "{kt:?} round {round}");
+            }
+        }
+    }
+}
