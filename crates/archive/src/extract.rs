@@ -160,7 +160,14 @@ struct DecryptedBatch {
     /// Plan index of the first chunk.
     start: usize,
     ids: Vec<ObjectId>,
-    chunks: Vec<Result<(Vec<u8>, std::ops::Range<usize>), ReadError>>,
+    chunks: Vec<Result<Decrypted, ReadError>>,
+}
+
+/// A stored object decrypted where it lies ([`Key::decrypt_in_place`]).
+struct Decrypted {
+    stored: Vec<u8>,
+    /// Where its (compressed) payload is in `stored`.
+    payload: std::ops::Range<usize>,
 }
 
 /// Consecutive chunks of a batch's content plan, opened ([`finish_content`]).
@@ -214,9 +221,9 @@ fn read_content(
             .iter()
             .zip(cdatas)
             .map(|(id, c)| {
-                let mut c = c?;
-                let payload = key.decrypt_in_place(Some(id), &mut c)?;
-                Ok((c, payload))
+                let mut stored = c?;
+                let payload = key.decrypt_in_place(Some(id), &mut stored)?;
+                Ok(Decrypted { stored, payload })
             })
             .collect();
         let batch = DecryptedBatch {
@@ -240,7 +247,7 @@ fn finish_content(key: &Key, batches: Receiver<DecryptedBatch>, out: SyncSender<
             .iter()
             .zip(batch.chunks)
             .map(|(id, chunk)| {
-                let (stored, payload) = chunk?;
+                let Decrypted { stored, payload } = chunk?;
                 let compressed = stored.get(payload).unwrap_or_default();
                 finish_object(key, id, compressed)
             })
