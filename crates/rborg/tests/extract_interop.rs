@@ -213,6 +213,29 @@ fn fresh_dir(parent: &Path, name: &str) -> PathBuf {
 }
 
 /// The object IDs in a repository, without the manifest.
+/// A scratch directory holding a borg home and an empty `input/` for the test to fill.
+fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = fresh_dir(tmp.path(), "home");
+    let input = fresh_dir(tmp.path(), "input");
+    (tmp, home, input)
+}
+
+/// `borg init` of `t/repo` (repokey), then `borg create` of `paths` (relative to `t`) as
+/// archive `name`; returns `repo::name`.
+fn borg_archive(t: &Path, home: &Path, name: &str, paths: &[&str]) -> String {
+    let repo = t.join("repo").display().to_string();
+    ok(
+        &borg(t, home, &["init", "-e", "repokey", &repo]),
+        "borg init",
+    );
+    let archive = format!("{repo}::{name}");
+    let mut args = vec!["create", archive.as_str()];
+    args.extend_from_slice(paths);
+    ok(&borg(t, home, &args), "borg create");
+    archive
+}
+
 fn object_ids(repo: &Path) -> Vec<String> {
     let out = python_command(
             "import sys\nfrom borg.logger import setup_logging\nsetup_logging()\nfrom borg.repository import Repository\nwith Repository(sys.argv[1]) as r:\n    ids, marker = [], None\n    while True:\n        batch = r.list(limit=10000, marker=marker)\n        if not batch: break\n        ids += batch; marker = batch[-1]\n    print('\\n'.join(sorted(i.hex() for i in ids if i != bytes(32))))",
@@ -570,10 +593,8 @@ fn extract_takes_content_from_a_hard_link_master_left_out() {
     if !borg_available("extract interop test") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, home, input) = scratch();
     let t = tmp.path();
-    let home = fresh_dir(t, "home");
-    let input = fresh_dir(t, "input");
     std::fs::create_dir_all(input.join("a")).unwrap();
     std::fs::create_dir_all(input.join("b/c")).unwrap();
     std::fs::write(input.join("a/f"), b"123456").unwrap();
@@ -581,16 +602,7 @@ fn extract_takes_content_from_a_hard_link_master_left_out() {
     for name in ["b/c/x", "b/c/y", "b/c/z"] {
         std::fs::write(input.join(name), name).unwrap();
     }
-    let repo = t.join("repo").display().to_string();
-    ok(
-        &borg(t, &home, &["init", "-e", "repokey", &repo]),
-        "borg init",
-    );
-    let archive = format!("{repo}::test");
-    ok(
-        &borg(t, &home, &["create", &archive, "input/a", "input/b"]),
-        "borg create",
-    );
+    let archive = borg_archive(t, &home, "test", &["input/a", "input/b"]);
     // (`input` itself is not in the archive, so only what lies below it is compared)
     for (name, args, root, link) in [
         ("strip", ["--strip-components", "3"], "", "g"),
@@ -628,26 +640,15 @@ fn extract_reports_in_archive_order_like_borg() {
     if !borg_available("extract interop test") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, home, input) = scratch();
     let t = tmp.path();
-    let home = fresh_dir(t, "home");
-    let input = fresh_dir(t, "input");
     let mut rng = Rng(0x05ee_d0f0_4de4);
     for i in 0..60 {
         // sizes from empty to several chunks of the default chunker's minimum
         let size = [0, 10, 5_000, 700_000][i % 4] + i;
         std::fs::write(input.join(format!("f{i:02}")), rng.bytes(size)).unwrap();
     }
-    let repo = t.join("repo").display().to_string();
-    ok(
-        &borg(t, &home, &["init", "-e", "repokey", &repo]),
-        "borg init",
-    );
-    let archive = format!("{repo}::a");
-    ok(
-        &borg(t, &home, &["create", &archive, "input"]),
-        "borg create",
-    );
+    let archive = borg_archive(t, &home, "a", &["input"]);
     // (an error message's wording differs: Python's `[Errno 21] ...` against Rust's)
     let lines = |out: &Output| -> Vec<String> {
         String::from_utf8_lossy(&out.stderr)
