@@ -587,6 +587,16 @@ fn fill_file(
     (total, result)
 }
 
+/// A `--progress` event for `bytes` of `path`'s content (`None`: no progress display).
+fn progress_data(events: &mut dyn FnMut(ExtractEvent), path: Option<&str>, bytes: u64) {
+    if let Some(path) = path {
+        events(ExtractEvent::Data {
+            path: path.to_string(),
+            bytes,
+        });
+    }
+}
+
 /// Refuses absolute paths and `..` components, so nothing is written outside the destination.
 fn check_relative(path: &[u8]) -> Result<(), ExtractError> {
     if path.starts_with(b"/") || path.split(|&b| b == b'/').any(|c| c == b"..") {
@@ -656,12 +666,7 @@ impl Extractor<'_> {
             let progress = self.opts.progress.then(|| show(&item.path));
             let events = &mut self.events;
             let total = content.read(first, chunks, &mut |data| {
-                if let Some(path) = &progress {
-                    events(ExtractEvent::Data {
-                        path: path.clone(),
-                        bytes: data.len() as u64,
-                    });
-                }
+                progress_data(events, progress.as_deref(), data.len() as u64);
                 if let Some(out) = stdout.as_deref_mut() {
                     out.write_all(data)
                         .map_err(|e| ItemError::Fatal(ExtractError::Stdout(e)))?;
@@ -748,7 +753,6 @@ impl Extractor<'_> {
                 _ => Ok(()),
             }
         };
-        let done = |r: Result<(), ItemError>| r.map(|()| Created::Done);
         match mode & crate::item::S_IFMT {
             S_IFREG => {
                 make_parent(&path)?;
@@ -774,7 +778,8 @@ impl Extractor<'_> {
                 let source = item.source.clone().unwrap_or_default();
                 std::os::unix::fs::symlink(OsStr::from_bytes(&source), &path)
                     .map_err(os("symlink"))?;
-                done(self.restore_attrs(&path, item, None))
+                self.restore_attrs(&path, item, None)?;
+                Ok(Created::Done)
             }
             S_IFIFO => {
                 make_parent(&path)?;
@@ -886,14 +891,7 @@ impl Extractor<'_> {
             &attrs,
             content,
             self.opts.sparse,
-            &mut |bytes| {
-                if let Some(path) = &progress {
-                    events(ExtractEvent::Data {
-                        path: path.clone(),
-                        bytes,
-                    });
-                }
-            },
+            &mut |bytes| progress_data(events, progress.as_deref(), bytes),
             &mut |w| warnings.push(w),
         );
         self.summary.bytes += total;
