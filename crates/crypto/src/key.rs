@@ -360,15 +360,31 @@ impl Key {
     /// Verify that `data` (decompressed plaintext) hashes to `id` (borg's `assert_id`),
     /// in constant time.
     pub fn assert_id(&self, id: &[u8; 32], data: &[u8]) -> Result<()> {
-        let computed = self.id_hash(data);
-        if bool::from(computed.ct_eq(id)) {
-            Ok(())
+        id_verdict(id, &self.id_hash(data))
+    }
+
+    /// [`Key::id_hash`] of several plaintexts at once, in their order. For the BLAKE2b keys
+    /// the chunks are hashed side by side in SIMD lanes ([`blake2b_256_many`]): about 1.8x
+    /// the throughput of hashing them one after another on AVX2 (docs/crypto.md). Readers
+    /// that hold a batch of chunks (extract, check) check their IDs through this.
+    pub fn id_hash_many(&self, datas: &[&[u8]]) -> Vec<[u8; 32]> {
+        if self.key_type.is_blake2() {
+            blake2b_256_many(&self.id_key, datas)
         } else {
-            Err(Error::Integrity(format!(
-                "Chunk {}: id verification failed",
-                hex::encode(id)
-            )))
+            datas.iter().map(|d| self.id_hash(d)).collect()
         }
+    }
+
+    /// [`Key::assert_id`] of several chunks at once ([`Key::id_hash_many`]): one verdict
+    /// per `(id, plaintext)` pair, in their order.
+    pub fn assert_id_many(&self, chunks: &[(&[u8; 32], &[u8])]) -> Vec<Result<()>> {
+        let datas: Vec<&[u8]> = chunks.iter().map(|(_, data)| *data).collect();
+        let computed = self.id_hash_many(&datas);
+        chunks
+            .iter()
+            .zip(computed)
+            .map(|((id, _), computed)| id_verdict(id, &computed))
+            .collect()
     }
 
     /// Wrap an (already compressed) payload in this mode's envelope.
@@ -474,9 +490,64 @@ impl Key {
         Ok(PAYLOAD_OVERHEAD..data.len())
     }
 
+    /// [`Key::decrypt_in_place`] of several envelopes at once, one verdict per envelope in
+    /// their order: the BLAKE2b MACs of a batch are computed side by side in SIMD lanes
+    /// ([`blake2b_256_many`]). `ids` name the envelopes in error messages, as in
+    /// [`Key::decrypt`]. An envelope that fails leaves the others alone.
+    pub fn decrypt_in_place_many(
+        &self,
+        ids: &[&[u8; 32]],
+        envelopes: &mut [&mut [u8]],
+    ) -> Vec<Result<std::ops::Range<usize>>> {
+        if !self.key_type.is_blake2() || !self.key_type.is_encrypted() {
+            return ids
+                .iter()
+                .zip(envelopes.iter_mut())
+                .map(|(id, data)| self.decrypt_in_place(Some(id), data))
+                .collect();
+        }
+        let headers: Vec<Result<bool>> = ids
+            .iter()
+            .zip(envelopes.iter())
+            .map(|(id, data)| self.check_envelope_header(Some(id), data))
+            .collect();
+        let macs = {
+            let macced: Vec<&[u8]> = envelopes
+                .iter()
+                .zip(&headers)
+                .filter(|(_, header)| header.is_ok())
+                .map(|(data, _)| &data[33..])
+                .collect();
+            blake2b_256_many(&self.enc_hmac_key, &macced)
+        };
+        let mut macs = macs.into_iter();
+        ids.iter()
+            .zip(envelopes.iter_mut())
+            .zip(headers)
+            .map(|((id, data), header)| {
+                header?;
+                let mac = macs.next().expect("one MAC per checked header");
+                mac_verdict(Some(id), &mac, data)?;
+                let mut cipher = self.payload_cipher(data);
+                cipher.apply_keystream(&mut data[PAYLOAD_OVERHEAD..]);
+                Ok(PAYLOAD_OVERHEAD..data.len())
+            })
+            .collect()
+    }
+
     /// The envelope checks of [`Key::decrypt`]: type byte, length, MAC. Whether the payload
     /// is encrypted (else it follows the type byte as it is).
     fn check_envelope(&self, id: Option<&[u8; 32]>, data: &[u8]) -> Result<bool> {
+        if !self.check_envelope_header(id, data)? {
+            return Ok(false);
+        }
+        mac_verdict(id, &self.mac(&data[33..]), data)?;
+        Ok(true)
+    }
+
+    /// The checks of [`Key::check_envelope`] before the MAC: type byte and length. Whether
+    /// the payload is encrypted (then `data` is long enough to hold a MAC and a nonce).
+    fn check_envelope_header(&self, id: Option<&[u8; 32]>, data: &[u8]) -> Result<bool> {
         let id_str = || id.map(hex::encode).unwrap_or_else(|| "(unknown)".into());
         let Some(&tb) = data.first() else {
             return Err(Error::Integrity(format!(
@@ -497,13 +568,6 @@ impl Key {
         if data.len() < PAYLOAD_OVERHEAD {
             return Err(Error::Integrity(format!(
                 "Chunk {}: Could not decrypt [envelope too short]",
-                id_str()
-            )));
-        }
-        let mac = self.mac(&data[33..]);
-        if !bool::from(mac.ct_eq(&data[1..33])) {
-            return Err(Error::Integrity(format!(
-                "Chunk {}: Could not decrypt [MAC Authentication failed]",
                 id_str()
             )));
         }
@@ -566,6 +630,81 @@ impl Key {
         v.extend_from_slice(&self.enc_hmac_key);
         zeroize::Zeroizing::new(v)
     }
+}
+
+/// borg's `assert_id` verdict on a computed ID, compared in constant time.
+fn id_verdict(id: &[u8; 32], computed: &[u8; 32]) -> Result<()> {
+    if bool::from(computed.ct_eq(id)) {
+        Ok(())
+    } else {
+        Err(Error::Integrity(format!(
+            "Chunk {}: id verification failed",
+            hex::encode(id)
+        )))
+    }
+}
+
+/// Whether the MAC stored in an encrypted envelope (`data`, at least
+/// [`PAYLOAD_OVERHEAD`] long) is `mac`, compared in constant time.
+fn mac_verdict(id: Option<&[u8; 32]>, mac: &[u8; 32], data: &[u8]) -> Result<()> {
+    if bool::from(mac.ct_eq(&data[1..33])) {
+        Ok(())
+    } else {
+        Err(Error::Integrity(format!(
+            "Chunk {}: Could not decrypt [MAC Authentication failed]",
+            id.map(hex::encode).unwrap_or_else(|| "(unknown)".into())
+        )))
+    }
+}
+
+/// borg's `blake2b_256(key, data)` (BLAKE2b-256 of `key || data`, the 128-byte key one full
+/// block) of several inputs at once: `blake2b_simd`'s `update_many` hashes four inputs side
+/// by side in AVX2 lanes, refilling a lane when its input ends, longest inputs first. That
+/// pays only while all four lanes are busy: one or two inputs at a time, `blake2b_simd` is
+/// slower than the `blake2` crate here (0.85 and about 1.5 GB/s against 1.5 GB/s; four lanes
+/// 2.8 GB/s; docs/crypto.md). So an input longer than a quarter of what is left with it
+/// (which would finish alone in its lane) is hashed on its own by the `blake2` crate, as is
+/// everything when fewer than four inputs are left or the machine lacks AVX2.
+fn blake2b_256_many(key: &[u8], inputs: &[&[u8]]) -> Vec<[u8; 32]> {
+    const LANES: usize = 4;
+    let one = |data: &[u8]| -> [u8; 32] {
+        let mut h = Blake2b256::new();
+        h.update(key);
+        h.update(data);
+        h.finalize().into()
+    };
+    let mut out = vec![[0u8; 32]; inputs.len()];
+    let mut longest_first: Vec<usize> = (0..inputs.len()).collect();
+    longest_first.sort_unstable_by_key(|&i| std::cmp::Reverse(inputs[i].len()));
+    let mut rest: usize = inputs.iter().map(|d| d.len()).sum();
+    let mut lanes_from = 0;
+    while lanes_from < longest_first.len() {
+        let longest = inputs[longest_first[lanes_from]].len();
+        if longest_first.len() - lanes_from >= LANES && longest * LANES <= rest {
+            break;
+        }
+        out[longest_first[lanes_from]] = one(inputs[longest_first[lanes_from]]);
+        rest -= longest;
+        lanes_from += 1;
+    }
+    let lanes = &longest_first[lanes_from..];
+    if lanes.is_empty() {
+        return out;
+    }
+    if blake2b_simd::many::degree() < LANES {
+        for &i in lanes {
+            out[i] = one(inputs[i]);
+        }
+        return out;
+    }
+    let mut keyed = blake2b_simd::Params::new().hash_length(32).to_state();
+    keyed.update(key);
+    let mut states = vec![keyed; lanes.len()];
+    blake2b_simd::many::update_many(states.iter_mut().zip(lanes.iter().map(|&i| inputs[i])));
+    for (state, &i) in states.iter().zip(lanes) {
+        out[i].copy_from_slice(state.finalize().as_bytes());
+    }
+    out
 }
 
 fn iv_for(nonce: u64) -> [u8; 16] {

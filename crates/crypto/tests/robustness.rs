@@ -106,3 +106,93 @@ fn decrypt_in_place_agrees_with_decrypt() {
         }
     }
 }
+
+/// The batch forms agree with the single ones for every key type, whatever the batch holds:
+/// `id_hash_many` with `id_hash` over lengths around BLAKE2b's 128-byte block and up to a
+/// few hundred KiB (the SIMD lanes refill as inputs end), `assert_id_many` with `assert_id`,
+/// and `decrypt_in_place_many` with `decrypt_in_place` for batches mixing sound envelopes,
+/// flipped bits, random bytes and cut-off ones (each verdict and error its own).
+#[test]
+fn batch_forms_agree_with_single_ones() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let lengths = [
+        0usize, 1, 127, 128, 129, 255, 256, 257, 4096, 65_537, 300_000,
+    ];
+    for &kt in KeyType::ALL.iter() {
+        let key = Key::create(kt, [6; 32]);
+        for batch in 0..40u64 {
+            let n = rng.gen_range(0..12);
+            let plains: Vec<Vec<u8>> = (0..n)
+                .map(|_| {
+                    let len = if rng.gen_bool(0.5) {
+                        lengths[rng.gen_range(0..lengths.len())]
+                    } else {
+                        rng.gen_range(0..20_000)
+                    };
+                    let mut p = vec![0u8; len];
+                    rng.fill_bytes(&mut p);
+                    p
+                })
+                .collect();
+            let refs: Vec<&[u8]> = plains.iter().map(|p| &p[..]).collect();
+            let single: Vec<[u8; 32]> = refs.iter().map(|p| key.id_hash(p)).collect();
+            assert_eq!(key.id_hash_many(&refs), single, "{kt:?} batch {batch}");
+
+            // every other ID wrong
+            let ids: Vec<[u8; 32]> = single
+                .iter()
+                .enumerate()
+                .map(|(i, id)| if i % 2 == 1 { [i as u8; 32] } else { *id })
+                .collect();
+            let pairs: Vec<(&[u8; 32], &[u8])> = ids.iter().zip(refs.iter().copied()).collect();
+            let want: Vec<Result<(), String>> = pairs
+                .iter()
+                .map(|(id, p)| key.assert_id(id, p).map_err(|e| e.to_string()))
+                .collect();
+            let got: Vec<Result<(), String>> = key
+                .assert_id_many(&pairs)
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect();
+            assert_eq!(got, want, "{kt:?} batch {batch}");
+
+            let stored: Vec<Vec<u8>> = plains
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let mut data = key.encrypt(p, batch * 100_000 + i as u64 * 1000);
+                    match rng.gen_range(0..5) {
+                        1 => {
+                            let at = rng.gen_range(0..data.len());
+                            data[at] ^= 1 << rng.gen_range(0..8);
+                        }
+                        2 => rng.fill_bytes(&mut data),
+                        3 => data.truncate(rng.gen_range(0..data.len().min(45))),
+                        _ => {}
+                    }
+                    data
+                })
+                .collect();
+            let want: Vec<Result<Vec<u8>, String>> = stored
+                .iter()
+                .zip(&ids)
+                .map(|(data, id)| {
+                    let mut d = data.clone();
+                    key.decrypt_in_place(Some(id), &mut d)
+                        .map(|r| d[r].to_vec())
+                        .map_err(|e| e.to_string())
+                })
+                .collect();
+            let mut opened = stored.clone();
+            let id_refs: Vec<&[u8; 32]> = ids.iter().collect();
+            let mut envelopes: Vec<&mut [u8]> = opened.iter_mut().map(|d| &mut d[..]).collect();
+            let ranges = key.decrypt_in_place_many(&id_refs, &mut envelopes);
+            let got: Vec<Result<Vec<u8>, String>> = ranges
+                .into_iter()
+                .zip(&opened)
+                .map(|(r, d)| r.map(|r| d[r].to_vec()).map_err(|e| e.to_string()))
+                .collect();
+            assert_eq!(got, want, "{kt:?} batch {batch}");
+        }
+    }
+}
