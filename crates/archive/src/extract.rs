@@ -41,7 +41,7 @@ use nix::sys::time::TimeSpec;
 use rborg_crypto::Key;
 use rborg_repository::{ObjectId, Repository};
 
-use crate::archive::{finish_object, open_object, ArchiveMeta, ReadError, PREFETCH};
+use crate::archive::{finish_objects, open_object, ArchiveMeta, ReadError, PREFETCH};
 use crate::item::{
     hardlinkable, strip_components, stripped_away, ChunkListEntry, Item, ItemUnpacker, S_IFBLK,
     S_IFCHR, S_IFIFO, S_IFREG,
@@ -217,19 +217,10 @@ fn read_content(
                 })
                 .collect(),
         };
-        let chunks = ids
-            .iter()
-            .zip(cdatas)
-            .map(|(id, c)| {
-                let mut stored = c?;
-                let payload = key.decrypt_in_place(Some(id), &mut stored)?;
-                Ok(Decrypted { stored, payload })
-            })
-            .collect();
         let batch = DecryptedBatch {
             start: i,
             ids: ids.to_vec(),
-            chunks,
+            chunks: decrypt_batch(key, ids, cdatas),
         };
         if out.send(batch).is_err() {
             return;
@@ -238,18 +229,54 @@ fn read_content(
     }
 }
 
-/// The second stage of [`read_content`]: decompresses and ID-checks each decrypted batch and
-/// hands it to the writer. Stops when either side hangs up.
+/// Checks and decrypts the stored objects of a batch where they lie, their MACs computed
+/// side by side ([`Key::decrypt_in_place_many`]); each read error and each verdict stays with
+/// its chunk.
+fn decrypt_batch(
+    key: &Key,
+    ids: &[ObjectId],
+    cdatas: Vec<Result<Vec<u8>, ReadError>>,
+) -> Vec<Result<Decrypted, ReadError>> {
+    let mut stored: Vec<Result<Vec<u8>, ReadError>> = cdatas;
+    let (read_ids, mut envelopes): (Vec<&ObjectId>, Vec<&mut [u8]>) = ids
+        .iter()
+        .zip(stored.iter_mut())
+        .filter_map(|(id, c)| Some((id, &mut c.as_mut().ok()?[..])))
+        .unzip();
+    let mut payloads = key
+        .decrypt_in_place_many(&read_ids, &mut envelopes)
+        .into_iter();
+    stored
+        .into_iter()
+        .map(|c| {
+            let stored = c?;
+            let payload = payloads.next().expect("one verdict per stored object")?;
+            Ok(Decrypted { stored, payload })
+        })
+        .collect()
+}
+
+/// The second stage of [`read_content`]: decompresses each decrypted batch and checks its
+/// chunks' IDs side by side ([`finish_objects`]), then hands it to the writer. Stops when
+/// either side hangs up.
 fn finish_content(key: &Key, batches: Receiver<DecryptedBatch>, out: SyncSender<ContentBatch>) {
     for batch in batches {
-        let chunks = batch
+        let (ids, payloads): (Vec<&ObjectId>, Vec<&[u8]>) = batch
             .ids
             .iter()
-            .zip(batch.chunks)
-            .map(|(id, chunk)| {
-                let Decrypted { stored, payload } = chunk?;
-                let compressed = stored.get(payload).unwrap_or_default();
-                finish_object(key, id, compressed)
+            .zip(&batch.chunks)
+            .filter_map(|(id, chunk)| {
+                let Decrypted { stored, payload } = chunk.as_ref().ok()?;
+                Some((id, stored.get(payload.clone()).unwrap_or_default()))
+            })
+            .unzip();
+        let mut opened = finish_objects(key, &ids, &payloads).into_iter();
+        let chunks = batch
+            .chunks
+            .into_iter()
+            .map(|chunk| {
+                chunk?;
+                opened.next().expect("one opened object per decrypted one")
             })
             .collect();
         let batch = ContentBatch {
