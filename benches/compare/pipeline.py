@@ -62,11 +62,11 @@ REPORTING_ORDER = '/sys/module/page_reporting/parameters/page_reporting_order'
 
 
 def back_guest_memory():
-    """Puts every tool on memory the hypervisor already backs, as on bare metal; returns how to undo it.
+    """Puts every tool on memory the hypervisor already backs, as on bare metal (undone at exit).
 
     These machines are VMs whose balloon driver reports free guest pages to the host (free page
     reporting), which takes them away: the next first touch of such a page costs a fault in the host,
-    about 2.2 s of system time per GB here (writing 2 GB into a new file: 4.8 s of sys on reported
+    2.2-3 s of system time per GB here (writing 2 GB into a new file: 4.8 s of sys on reported
     memory, 0.33 s on memory touched before). Extractions and backups allocate gigabytes of page
     cache, so whichever tool ran while reported memory was left paid for it and the next one, once
     memory was full and the kernel recycled pages, did not: at 4 GiB restic, which ran after borg

@@ -235,9 +235,8 @@ fn read_content(
 fn decrypt_batch(
     key: &Key,
     ids: &[ObjectId],
-    cdatas: Vec<Result<Vec<u8>, ReadError>>,
+    mut stored: Vec<Result<Vec<u8>, ReadError>>,
 ) -> Vec<Result<Decrypted, ReadError>> {
-    let mut stored: Vec<Result<Vec<u8>, ReadError>> = cdatas;
     let (read_ids, mut envelopes): (Vec<&ObjectId>, Vec<&mut [u8]>) = ids
         .iter()
         .zip(stored.iter_mut())

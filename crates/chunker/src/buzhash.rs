@@ -13,6 +13,7 @@
 //!   clear ends the chunk at `p` (the chunk does *not* include the window);
 //! * if there is none, the chunk ends at `end` (max size or EOF).
 
+use crate::is_all_zero;
 use crate::params::BuzhashParams;
 
 /// borg's fixed buzhash base table (`table_base` in `_chunker.c`); the effective table is this
@@ -248,17 +249,12 @@ impl BuzEngine {
     /// zero runs against borg).
     fn skip_zero_run(&self, d: &[u8], from: usize, sum: u32) -> usize {
         let w = self.hash.window;
-        if sum != self.zero_window || sum & self.mask == 0 || !is_zero(&d[from..from + w]) {
+        if sum != self.zero_window || sum & self.mask == 0 || !is_all_zero(&d[from..from + w]) {
             return from;
         }
         let after = &d[from + w..];
         from + zero_prefix_len(after)
     }
-}
-
-/// Whether every byte of `d` is zero.
-fn is_zero(d: &[u8]) -> bool {
-    zero_prefix_len(d) == d.len()
 }
 
 /// How many bytes at the start of `d` are zero: 32 bytes at a time (which the compiler turns
