@@ -310,10 +310,7 @@ impl Item {
             // Re-encoding a known value must give back the stored bytes (e.g. an int stored
             // in a non-minimal encoding by some other writer, or an old bigint); if not, keep
             // the value verbatim.
-            let faithful = known.is_some()
-                && item
-                    .field_value(name)
-                    .is_some_and(|enc| msgpack::pack(&enc) == msgpack::pack(v));
+            let faithful = known.is_some() && item.field_packs_as(name, v);
             if !faithful {
                 if known.is_some() {
                     item.clear_field(name);
@@ -366,6 +363,69 @@ impl Item {
             "chunks_healthy" => self.chunks_healthy = None,
             "xattrs" => self.xattrs = None,
             _ => {}
+        }
+    }
+
+    /// Whether the typed field `name` is set and packs to the same bytes as `stored`: the same
+    /// answer as comparing `pack(field_value(name))` with `pack(stored)`, without building or
+    /// packing either (every field of every item read goes through it).
+    fn field_packs_as(&self, name: &str, stored: &Value) -> bool {
+        fn bin(field: &Option<Vec<u8>>, stored: &Value) -> bool {
+            field.is_some() && msgpack::as_raw(stored) == field.as_deref()
+        }
+        // integers pack by value alone
+        fn uint(field: Option<u64>, stored: &Value) -> bool {
+            matches!(stored, Value::Integer(_)) && field.is_some() && stored.as_u64() == field
+        }
+        fn int(field: Option<i64>, stored: &Value) -> bool {
+            matches!(stored, Value::Integer(_)) && field.is_some() && stored.as_i64() == field
+        }
+        fn boolean(field: Option<bool>, stored: &Value) -> bool {
+            field.is_some() && stored.as_bool() == field
+        }
+        fn chunks(field: &Option<Vec<ChunkListEntry>>, stored: &Value) -> bool {
+            let (Some(list), Some(array)) = (field, stored.as_array()) else {
+                return false;
+            };
+            list.len() == array.len()
+                && list.iter().zip(array).all(|(entry, e)| {
+                    e.as_array().is_some_and(|e| {
+                        e.len() == 3
+                            && msgpack::as_raw(&e[0]) == Some(&entry.id[..])
+                            && uint(Some(entry.size), &e[1])
+                            && uint(Some(entry.csize), &e[2])
+                    })
+                })
+        }
+        match name {
+            "path" => msgpack::as_raw(stored) == Some(&self.path[..]),
+            "source" => bin(&self.source, stored),
+            "user" => bin(&self.user, stored),
+            "group" => bin(&self.group, stored),
+            "acl_access" => bin(&self.acl_access, stored),
+            "acl_default" => bin(&self.acl_default, stored),
+            "acl_extended" => bin(&self.acl_extended, stored),
+            "acl_nfs4" => bin(&self.acl_nfs4, stored),
+            "mode" => uint(self.mode.map(u64::from), stored),
+            "uid" => uint(self.uid, stored),
+            "gid" => uint(self.gid, stored),
+            "rdev" => uint(self.rdev, stored),
+            "bsdflags" => uint(self.bsdflags, stored),
+            "size" => uint(self.size, stored),
+            "part" => uint(self.part, stored),
+            "nlink" => uint(self.nlink, stored),
+            "mtime" => int(self.mtime, stored),
+            "atime" => int(self.atime, stored),
+            "ctime" => int(self.ctime, stored),
+            "birthtime" => int(self.birthtime, stored),
+            "hardlink_master" => boolean(self.hardlink_master, stored),
+            "deleted" => boolean(self.deleted, stored),
+            "chunks" => chunks(&self.chunks, stored),
+            "chunks_healthy" => chunks(&self.chunks_healthy, stored),
+            // rare: compared the long way
+            _ => self
+                .field_value(name)
+                .is_some_and(|enc| msgpack::pack(&enc) == msgpack::pack(stored)),
         }
     }
 
@@ -600,6 +660,100 @@ impl ItemUnpacker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `field_packs_as` must say what packing both sides and comparing would: every field
+    /// name against stored values of every shape, on an item decoded from them.
+    #[test]
+    fn field_comparison_agrees_with_packing() {
+        let id = |b: u8| Value::Binary(vec![b; 32]);
+        let entry = |b: u8, size: i64, csize: i64| {
+            Value::Array(vec![id(b), Value::from(size), Value::from(csize)])
+        };
+        let stored: Vec<Value> = vec![
+            Value::Nil,
+            Value::Boolean(true),
+            Value::Boolean(false),
+            Value::from(0),
+            Value::from(7),
+            Value::from(-7),
+            Value::from(u64::MAX),
+            Value::from(i64::MIN),
+            Value::F64(7.0),
+            Value::F32(7.0),
+            Value::from("abc"),
+            Value::Binary(b"abc".to_vec()),
+            Value::Binary(Vec::new()),
+            Value::Binary(vec![1, 2, 3, 4, 5, 6, 7, 0x80]),
+            Value::Array(vec![]),
+            Value::Array(vec![entry(1, 10, 5), entry(2, 20, 9)]),
+            Value::Array(vec![entry(1, 10, -5)]),
+            Value::Array(vec![Value::Array(vec![
+                Value::Binary(vec![1; 31]),
+                Value::from(1),
+                Value::from(1),
+            ])]),
+            Value::Array(vec![Value::Array(vec![id(1), Value::from(1)])]),
+            Value::Map(vec![]),
+            Value::Map(vec![(Value::from("user.a"), Value::Nil)]),
+            Value::Map(vec![(Value::from("user.a"), Value::from(""))]),
+            Value::Map(vec![(
+                Value::Binary(b"user.b".to_vec()),
+                Value::Binary(b"x".to_vec()),
+            )]),
+            Value::Ext(1, vec![1, 2]),
+        ];
+        let names = [
+            "path",
+            "source",
+            "user",
+            "group",
+            "acl_access",
+            "acl_default",
+            "acl_extended",
+            "acl_nfs4",
+            "mode",
+            "uid",
+            "gid",
+            "rdev",
+            "bsdflags",
+            "size",
+            "part",
+            "nlink",
+            "mtime",
+            "atime",
+            "ctime",
+            "birthtime",
+            "hardlink_master",
+            "deleted",
+            "chunks",
+            "chunks_healthy",
+            "xattrs",
+        ];
+        for name in names {
+            for from in &stored {
+                // an item whose field was decoded (leniently) from `from`
+                let mut item = Item::new("p", 0o100644);
+                item.clear_field(name);
+                let map = Value::Map(vec![
+                    (Value::from("path"), Value::from("p")),
+                    (Value::from(name), from.clone()),
+                ]);
+                if let Ok(decoded) = Item::from_value(&map) {
+                    item = decoded;
+                }
+                for v in &stored {
+                    let long_way = item
+                        .field_value(name)
+                        .is_some_and(|enc| msgpack::pack(&enc) == msgpack::pack(v));
+                    assert_eq!(
+                        item.field_packs_as(name, v),
+                        long_way,
+                        "{name} decoded from {from:?}, compared with {v:?}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn strips_components_like_borg() {
