@@ -29,10 +29,10 @@ use std::sync::{Arc, Mutex};
 use rborg_chunker::ChunkerParams;
 use rborg_compress::{CompressionSpec, MAX_DATA_SIZE};
 use rborg_crypto::{msgpack, Key, TamContext};
-use rborg_repository::{ObjectId, Repository};
+use rborg_repository::{IdMap, IdSet, ObjectId, Repository};
 use rmpv::Value;
 
-use crate::archive::{open_object, worker_threads, PREFETCH};
+use crate::archive::{finish_objects, open_object, worker_threads, ReadError, PREFETCH};
 use crate::item::{ChunkListEntry, Item};
 use crate::manifest::{put_metadata_object, Operation, MANIFEST_ID};
 use crate::robust_unpacker::{packed_key, valid_msgpacked_dict, RobustUnpacker};
@@ -192,8 +192,8 @@ pub fn check_archives(
         repair: options.repair,
         nonce_file: options.nonce_file.clone(),
         log,
-        chunks: HashMap::new(),
-        possibly_superseded: HashSet::new(),
+        chunks: IdMap::default(),
+        possibly_superseded: IdSet::default(),
         error_found: false,
         zero_chunks: HashMap::new(),
     };
@@ -252,9 +252,9 @@ struct Checker<'a, 'l> {
     nonce_file: PathBuf,
     log: &'l mut dyn FnMut(Severity, &str),
     /// Every known object with the number of references found so far (borg's `self.chunks`).
-    chunks: HashMap<ObjectId, u64>,
+    chunks: IdMap<u64>,
     /// Objects a rewrite may have replaced: unreferenced ones are deleted, not reported.
-    possibly_superseded: HashSet<ObjectId>,
+    possibly_superseded: IdSet,
     error_found: bool,
     /// All-zero replacement chunks by size: (ID, stored size).
     zero_chunks: HashMap<u64, (ObjectId, u64)>,
@@ -322,12 +322,13 @@ impl Checker<'_, '_> {
         let count_index = self.chunks.len();
         let mut errors = 0usize;
         let mut defect: Vec<ObjectId> = Vec::new();
-        // Objects are read here in scan order and verified (decrypt, decompress, ID hash) by one
-        // worker per core while the next ones are read; a bounded queue keeps at most a few
-        // objects per worker in memory. Failures are reported in scan order at the end.
+        // Objects are read here in scan order and verified (decrypt, decompress, ID hash) in
+        // batches by one worker per core while the next ones are read: a batch's MACs and ID
+        // hashes are computed side by side in SIMD lanes. A bounded queue keeps at most one
+        // batch per worker waiting. Failures are reported in scan order at the end.
         let threads = worker_threads();
         let key = self.key;
-        let (work_tx, work_rx) = sync_channel::<(usize, ObjectId, Vec<u8>)>(2 * threads);
+        let (work_tx, work_rx) = sync_channel::<VerifyBatch>(threads);
         // shared by the workers only: if they all stop (a panic), sending fails instead of
         // blocking for ever
         let work_rx = Arc::new(Mutex::new(work_rx));
@@ -343,8 +344,8 @@ impl Checker<'_, '_> {
                         Ok(rx) => rx.recv(),
                         Err(_) => break,
                     };
-                    let Ok((seq, id, cdata)) = job else { break };
-                    if let Err(e) = verify_object(key, &id, &cdata) {
+                    let Ok(batch) = job else { break };
+                    for (seq, id, e) in verify_batch(key, batch) {
                         let msg = format!("chunk {}, integrity error: {e}", hex::encode(id));
                         let _ = fail_tx.send((seq, id, msg));
                     }
@@ -609,14 +610,21 @@ impl Checker<'_, '_> {
                                 match unpacker.next_value() {
                                     Ok(Some(value)) => match valid_item(value, &allowed) {
                                         Ok((mut item, dropped_keys)) => {
-                                            out.changed |= dropped_keys;
-                                            if item.chunks.is_some()
-                                                && self
-                                                    .verify_file_chunks(archive_name, &mut item)?
-                                            {
-                                                out.changed = true;
+                                            let mut modified = dropped_keys;
+                                            if item.chunks.is_some() {
+                                                modified |= self
+                                                    .verify_file_chunks(archive_name, &mut item)?;
                                             }
-                                            msgpack::pack_into(&item.to_value(), &mut out.stream);
+                                            out.changed |= modified;
+                                            if modified {
+                                                msgpack::pack_into(
+                                                    &item.to_value(),
+                                                    &mut out.stream,
+                                                );
+                                            } else {
+                                                // kept as stored: no second packing
+                                                out.stream.extend_from_slice(unpacker.last_raw());
+                                            }
                                         }
                                         Err(reason) => self.report(
                                             &mut out,
@@ -675,6 +683,20 @@ impl Checker<'_, '_> {
     /// borg's `verify_file_chunks`: replace missing chunks by all-zero ones, heal files whose
     /// chunks reappeared. Returns whether the item changed.
     fn verify_file_chunks(&mut self, archive_name: &str, item: &mut Item) -> CheckResult<bool> {
+        // the common case, a file never damaged whose chunks are all there, counts references
+        // without the bookkeeping of a repair
+        if item.chunks_healthy.is_none() {
+            let chunks = item.chunks.as_deref().unwrap_or_default();
+            if chunks.iter().all(|c| self.chunks.contains_key(&c.id)) {
+                for c in chunks {
+                    if let Some(n) = self.chunks.get_mut(&c.id) {
+                        *n += 1;
+                    }
+                }
+                self.warn_size_inconsistency(archive_name, item);
+                return Ok(false);
+            }
+        }
         let path = String::from_utf8_lossy(&item.path).into_owned();
         let current = item.chunks.clone().unwrap_or_default();
         let mut changed = false;
@@ -756,18 +778,23 @@ impl Checker<'_, '_> {
         }
         changed |= list != current || (has_healthy && item.chunks_healthy.is_none());
         item.chunks = Some(list);
-        if let Some(size) = item.size {
-            let chunks_size: u64 = item.chunks.iter().flatten().map(|c| c.size).sum();
-            if size != chunks_size {
-                (self.log)(
-                    Severity::Warning,
-                    &format!(
-                        "{archive_name}: {path}: size inconsistency detected: size {size}, chunks size {chunks_size}"
-                    ),
-                );
-            }
-        }
+        self.warn_size_inconsistency(archive_name, item);
         Ok(changed)
+    }
+
+    /// borg's warning for a file whose `size` is not the sum of its chunks' sizes.
+    fn warn_size_inconsistency(&mut self, archive_name: &str, item: &Item) {
+        let Some(size) = item.size else { return };
+        let chunks_size: u64 = item.chunks.iter().flatten().map(|c| c.size).sum();
+        if size != chunks_size {
+            let path = String::from_utf8_lossy(&item.path);
+            (self.log)(
+                Severity::Warning,
+                &format!(
+                    "{archive_name}: {path}: size inconsistency detected: size {size}, chunks size {chunks_size}"
+                ),
+            );
+        }
     }
 
     /// Cuts a packed item stream with the items chunker (borg's `ChunkBuffer`) and references
@@ -926,16 +953,32 @@ impl ParsedArchive {
 /// The reading half of `verify_data`: scans every object in segment order, hands what reads to
 /// the verifiers through `work` and records what does not read in `failures`. Returns the
 /// number of objects scanned.
+/// Objects handed to a verifier at once: (scan position, ID, stored bytes).
+type VerifyBatch = Vec<(usize, ObjectId, Vec<u8>)>;
+
+/// A verify batch is handed over once it holds this many objects (two rounds of the four
+/// BLAKE2b lanes) ...
+const VERIFY_BATCH_OBJECTS: usize = 4;
+/// ... or this many stored bytes, whichever comes first.
+const VERIFY_BATCH_BYTES: usize = 4 << 20;
+
 fn read_for_verification(
     repository: &mut dyn Repository,
-    work: SyncSender<(usize, ObjectId, Vec<u8>)>,
+    work: SyncSender<VerifyBatch>,
     failures: &mut Vec<(usize, ObjectId, String, bool)>,
 ) -> CheckResult<usize> {
     let mut marker: Option<ObjectId> = None;
     let mut seq = 0usize;
+    let mut batch: VerifyBatch = Vec::with_capacity(VERIFY_BATCH_OBJECTS);
+    let mut batch_bytes = 0usize;
     loop {
         let ids = repository.scan(Some(SCAN_LIMIT), marker.as_ref())?;
         let Some(last) = ids.last().copied() else {
+            if !batch.is_empty() {
+                // a send fails only when every verifier is gone (a panic, which the scope
+                // that started them passes on)
+                let _ = work.send(batch);
+            }
             return Ok(seq);
         };
         marker = Some(last);
@@ -944,10 +987,15 @@ fn read_for_verification(
         for id in ids {
             match repository.get(&id) {
                 Ok(cdata) => {
-                    if work.send((seq, id, cdata)).is_err() {
-                        // every verifier is gone: only a panic does that, and the scope that
-                        // started them passes it on
-                        return Ok(seq);
+                    batch_bytes += cdata.len();
+                    batch.push((seq, id, cdata));
+                    if batch.len() >= VERIFY_BATCH_OBJECTS || batch_bytes >= VERIFY_BATCH_BYTES {
+                        let full =
+                            std::mem::replace(&mut batch, Vec::with_capacity(VERIFY_BATCH_OBJECTS));
+                        batch_bytes = 0;
+                        if work.send(full).is_err() {
+                            return Ok(seq);
+                        }
                     }
                 }
                 Err(
@@ -967,6 +1015,43 @@ fn read_for_verification(
             seq += 1;
         }
     }
+}
+
+/// [`verify_object`] for a batch, the MACs and ID hashes of its objects computed side by side
+/// ([`Key::decrypt_in_place_many`], [`finish_objects`]). Returns the failures: (scan position,
+/// ID, what failed), with the messages [`verify_object`] gives.
+fn verify_batch(key: &Key, mut batch: VerifyBatch) -> Vec<(usize, ObjectId, String)> {
+    let mut failures = Vec::new();
+    // the manifest is not stored under its ID hash
+    batch.retain(|(seq, id, cdata)| {
+        if *id != MANIFEST_ID {
+            return true;
+        }
+        if let Err(e) = verify_object(key, id, cdata) {
+            failures.push((*seq, *id, e));
+        }
+        false
+    });
+    let (ids, mut envelopes): (Vec<&ObjectId>, Vec<&mut [u8]>) = batch
+        .iter_mut()
+        .map(|(_, id, cdata)| (&*id, &mut cdata[..]))
+        .unzip();
+    let decrypted = key.decrypt_in_place_many(&ids, &mut envelopes);
+    let mut payloads: Vec<(usize, &ObjectId, &[u8])> = Vec::with_capacity(batch.len());
+    for ((seq, id, cdata), payload) in batch.iter().zip(decrypted) {
+        match payload {
+            Ok(range) => payloads.push((*seq, id, cdata.get(range).unwrap_or_default())),
+            Err(e) => failures.push((*seq, *id, ReadError::from(e).to_string())),
+        }
+    }
+    let (ids, compressed): (Vec<&ObjectId>, Vec<&[u8]>) =
+        payloads.iter().map(|(_, id, c)| (*id, *c)).unzip();
+    for ((seq, id, _), opened) in payloads.iter().zip(finish_objects(key, &ids, &compressed)) {
+        if let Err(e) = opened {
+            failures.push((*seq, **id, e.to_string()));
+        }
+    }
+    failures
 }
 
 /// Decrypt, decompress and ID-check one object (the manifest is only decrypted and

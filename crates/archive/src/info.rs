@@ -19,10 +19,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
-
 use rborg_crypto::Key;
-use rborg_repository::{ObjectId, Repository};
+use rborg_repository::{IdMap, Repository};
 
 use crate::archive::{ArchiveMeta, ReadError, ReadResult};
 use crate::refcount::{ArchiveRefs, RefCounts};
@@ -118,7 +116,7 @@ pub fn archive_stats(
 ) -> ReadResult<ArchiveStats> {
     let (original_size, compressed_size, nfiles) = meta_totals(meta, consider_part_files)?;
     let own = ArchiveRefs::collect(repository, key, &meta.id)?;
-    let mut local: HashMap<ObjectId, u64> = HashMap::new();
+    let mut local: IdMap<u64> = IdMap::default();
     for r in &own.refs {
         *local.entry(r.id).or_default() += 1;
     }

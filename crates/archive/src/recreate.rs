@@ -13,7 +13,7 @@
 //! re-chunking, no comment and no target) is skipped, and a hardlink slave whose master is
 //! excluded takes over the master's chunks (the first one does; later ones point to it).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -21,7 +21,7 @@ use chrono::NaiveDateTime;
 use rborg_chunker::ChunkerParams;
 use rborg_compress::CompressionSpec;
 use rborg_crypto::Key;
-use rborg_repository::{ObjectId, Repository};
+use rborg_repository::{IdSet, ObjectId, Repository};
 use rmpv::Value;
 
 use crate::archive::{open_object, ArchiveMeta, ReadError};
@@ -117,7 +117,7 @@ pub struct Recreater<'k, 'r> {
     opts: RecreateOptions,
     target_params: ChunkerParams,
     /// Chunks already stored (or recompressed) in this run (borg's `seen_chunks`).
-    seen: HashSet<ObjectId>,
+    seen: IdSet,
 }
 
 /// Whether `name` is the temporary name of an interrupted recreate (borg's
@@ -171,7 +171,7 @@ impl<'k, 'r> Recreater<'k, 'r> {
             key,
             opts,
             target_params,
-            seen: HashSet::new(),
+            seen: IdSet::default(),
         })
     }
 

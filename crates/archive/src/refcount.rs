@@ -15,10 +15,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
-
 use rborg_crypto::Key;
-use rborg_repository::{ObjectId, Repository};
+use rborg_repository::{IdMap, ObjectId, Repository};
 
 use crate::archive::{open_object, ArchiveMeta, ReadResult, PREFETCH};
 use crate::item::ItemUnpacker;
@@ -38,7 +36,7 @@ pub struct ChunkRef {
 /// Reference counts of all objects the archives of a repository use.
 #[derive(Clone, Debug, Default)]
 pub struct RefCounts {
-    map: HashMap<ObjectId, ChunkRef>,
+    map: IdMap<ChunkRef>,
 }
 
 /// One reference an archive holds.

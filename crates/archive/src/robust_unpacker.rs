@@ -81,6 +81,9 @@ pub struct RobustUnpacker<F: Fn(&Value) -> bool> {
     /// The normal stream: `stream[pos..]` is not consumed yet.
     stream: Vec<u8>,
     pos: usize,
+    /// Where the value [`RobustUnpacker::next_value`] returned last starts in `stream` (it ends
+    /// at `pos`).
+    last_start: usize,
 }
 
 impl<F: Fn(&Value) -> bool> RobustUnpacker<F> {
@@ -94,12 +97,14 @@ impl<F: Fn(&Value) -> bool> RobustUnpacker<F> {
             resyncing: false,
             stream: Vec::new(),
             pos: 0,
+            last_start: 0,
         }
     }
 
     /// Forgets everything not read yet and scans the following data for the next item.
     pub fn resync(&mut self) {
         self.buffered.clear();
+        self.last_start = self.pos;
         self.resyncing = true;
     }
 
@@ -111,6 +116,7 @@ impl<F: Fn(&Value) -> bool> RobustUnpacker<F> {
             if self.pos > 0 {
                 self.stream.drain(..self.pos);
                 self.pos = 0;
+                self.last_start = 0;
             }
             self.stream.extend_from_slice(data);
         }
@@ -127,6 +133,7 @@ impl<F: Fn(&Value) -> bool> RobustUnpacker<F> {
                     if let Decoded::Value(v, len) = decode_one(data) {
                         if (self.validator)(&v) {
                             self.stream = data.to_vec();
+                            self.last_start = 0;
                             self.pos = len;
                             self.resyncing = false;
                             self.buffered.clear();
@@ -140,12 +147,26 @@ impl<F: Fn(&Value) -> bool> RobustUnpacker<F> {
         }
         match decode_one(&self.stream[self.pos..]) {
             Decoded::Value(v, len) => {
+                self.last_start = self.pos;
                 self.pos += len;
                 Ok(Some(v))
             }
             Decoded::Incomplete => Ok(None),
             Decoded::Invalid(e) => Err(UnpackError(e)),
         }
+    }
+
+    /// The packed bytes of the value [`RobustUnpacker::next_value`] returned last, as they
+    /// stand in the stream: a check that leaves an item alone copies them instead of packing
+    /// the item again. Empty before the first value and after the next [`feed`] or [`resync`].
+    ///
+    /// [`feed`]: RobustUnpacker::feed
+    /// [`resync`]: RobustUnpacker::resync
+    pub fn last_raw(&self) -> &[u8] {
+        if self.resyncing {
+            return &[];
+        }
+        &self.stream[self.last_start.min(self.pos)..self.pos]
     }
 }
 
@@ -200,8 +221,28 @@ mod tests {
         assert!(u.next_value().unwrap().is_none());
         u.feed(&next[5..]);
         assert_eq!(path_of(&u.next_value().unwrap().unwrap()), "three");
+        assert_eq!(u.last_raw(), item("three"));
         assert_eq!(path_of(&u.next_value().unwrap().unwrap()), "four");
+        assert_eq!(u.last_raw(), item("four"));
         assert!(u.next_value().unwrap().is_none());
+    }
+
+    #[test]
+    fn last_raw_is_the_stored_form_of_each_value() {
+        let keys: Vec<String> = vec!["path".into()];
+        let mut u = RobustUnpacker::new(has_path, &keys);
+        assert!(u.last_raw().is_empty());
+        let (one, two) = (item("one"), item("two"));
+        let mut stream = one.clone();
+        stream.extend_from_slice(&two[..3]);
+        u.feed(&stream);
+        u.next_value().unwrap().unwrap();
+        assert_eq!(u.last_raw(), one);
+        assert!(u.next_value().unwrap().is_none());
+        u.feed(&two[3..]);
+        assert!(u.last_raw().is_empty());
+        u.next_value().unwrap().unwrap();
+        assert_eq!(u.last_raw(), two);
     }
 
     #[test]

@@ -40,7 +40,7 @@ mod check;
 mod compact;
 
 pub use error::Error;
-pub use hashindex::ObjectId;
+pub use hashindex::{IdHasher, IdMap, IdSet, ObjectId};
 pub use local::{CheckReport, LocalRepository, OpenOptions};
 
 /// Result type of repository operations.
