@@ -213,18 +213,26 @@ pub fn item_acls(
 }
 
 /// Reads a file's ACLs (without following a symlink) and renders them as borg stores them.
+/// With `file`, the file already open, they are read through it (borg's `acl_get` with `fd`:
+/// no second path lookup).
 pub fn read_item_acls(
     path: &std::path::Path,
+    file: Option<&std::fs::File>,
     mode: u32,
     numeric_ids: bool,
     names: &mut IdNames,
 ) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    use xattr::FileExt;
     if mode & crate::item::S_IFMT == crate::item::S_IFLNK {
         return (None, None);
     }
-    let access = xattr::get(path, ACCESS_XATTR).ok().flatten();
+    let get = |name: &str| match file {
+        Some(f) => f.get_xattr(name).ok().flatten(),
+        None => xattr::get(path, name).ok().flatten(),
+    };
+    let access = get(ACCESS_XATTR);
     let default = if mode & crate::item::S_IFMT == crate::item::S_IFDIR {
-        xattr::get(path, DEFAULT_XATTR).ok().flatten()
+        get(DEFAULT_XATTR)
     } else {
         None
     };
