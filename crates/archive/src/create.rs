@@ -398,47 +398,6 @@ fn in_flight_limit(threads: usize) -> usize {
     threads * IN_FLIGHT_PER_THREAD + IN_FLIGHT_BASE
 }
 
-/// Chunk buffers the workers hand back for the walker to fill again. A fresh buffer per chunk
-/// made the kernel map and zero every page of it anew (13% of the CPU of a backup re-reading
-/// 60 MB, all in the walker). The buffers kept total at most the in-flight limit, so the pool
-/// holds no more than the chunks in flight could.
-struct BufferPool {
-    free: Mutex<(Vec<Vec<u8>>, usize)>,
-    max_bytes: usize,
-}
-
-impl BufferPool {
-    fn new(max_bytes: usize) -> BufferPool {
-        BufferPool {
-            free: Mutex::new((Vec::new(), 0)),
-            max_bytes,
-        }
-    }
-
-    /// A buffer holding a copy of `data`.
-    fn filled(&self, data: &[u8]) -> Vec<u8> {
-        let reused = self.free.lock().ok().and_then(|mut free| {
-            let buffer = free.0.pop()?;
-            free.1 -= buffer.capacity();
-            Some(buffer)
-        });
-        let mut buffer = reused.unwrap_or_default();
-        buffer.clear();
-        buffer.extend_from_slice(data);
-        buffer
-    }
-
-    /// Takes a buffer back once its chunk is processed (dropped if the pool is full).
-    fn give_back(&self, buffer: Vec<u8>) {
-        if let Ok(mut free) = self.free.lock() {
-            if free.1 + buffer.capacity() <= self.max_bytes {
-                free.1 += buffer.capacity();
-                free.0.push(buffer);
-            }
-        }
-    }
-}
-
 /// The chunk bytes between the chunker and the storing side: a chunk is counted from the
 /// moment the walker copies it out of the chunker's buffer until the storing side has put
 /// its encrypted object into the segment writer. The channels bound how many chunks are in
@@ -685,7 +644,6 @@ fn build_archive(
         .unwrap_or_default();
     let halt = AtomicBool::new(false);
     let in_flight = InFlight::new(in_flight_limit(opts.threads.max(1)));
-    let buffers = BufferPool::new(in_flight_limit(opts.threads.max(1)));
     let mut archive = Building {
         name,
         checkpoint_name: checkpoint_name(manifest, name),
@@ -721,10 +679,9 @@ fn build_archive(
     let outcome = std::thread::scope(|scope| -> CreateResult<Outcome> {
         let (event_tx, event_rx) = sync_channel::<Vec<Event>>(4 * threads + 8);
         let job_tx = job_tx;
-        let buffers = &buffers;
         for _ in 0..threads {
             let job_rx = &job_rx;
-            scope.spawn(move || worker(job_rx, store, buffers));
+            scope.spawn(move || worker(job_rx, store));
         }
         let seed = key.chunk_seed();
         let files_ref = files.as_ref();
@@ -756,7 +713,6 @@ fn build_archive(
                 }),
                 halt,
                 in_flight,
-                buffers,
                 key,
                 known: known_ref,
                 zero_ids: HashMap::new(),
@@ -1044,7 +1000,7 @@ impl Building<'_> {
 }
 
 /// A worker: ID hash, then (unless the chunk is known) compression and encryption.
-fn worker(jobs: &Mutex<Receiver<Job>>, store: &ChunkStore, buffers: &BufferPool) {
+fn worker(jobs: &Mutex<Receiver<Job>>, store: &ChunkStore) {
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -1054,7 +1010,6 @@ fn worker(jobs: &Mutex<Receiver<Job>>, store: &ChunkStore, buffers: &BufferPool)
             }
         };
         let _ = job.reply.send(process_chunk(store, &job.data));
-        buffers.give_back(job.data);
     }
 }
 
@@ -1226,8 +1181,6 @@ struct Walker<'o> {
     halt: &'o AtomicBool,
     /// Room for chunk bytes between the chunker and the storing side.
     in_flight: &'o InFlight,
-    /// Where the chunks handed to the workers are copied.
-    buffers: &'o BufferPool,
     key: &'o Key,
     known: &'o KnownChunks,
     /// IDs of all-zero chunks by size (borg's `zero_chunk_ids` in `cached_hash`): a sparse
@@ -1817,7 +1770,7 @@ impl Walker<'_> {
                 }
             }
             let data = match (chunk.kind, chunk.data) {
-                (ChunkKind::Data, Some(d)) => self.buffers.filled(d),
+                (ChunkKind::Data, Some(d)) => d.to_vec(),
                 // all-zero (CH_ALLOC) and hole (CH_HOLE) chunks are stored as zeros
                 _ => vec![0u8; chunk.len],
             };
