@@ -702,6 +702,7 @@ fn build_archive(
                 users: HashMap::new(),
                 groups: HashMap::new(),
                 skip: HashSet::new(),
+                depth: 0,
                 chunker: None,
                 seed,
                 files_cache: files_ref.map(|f| FilesCacheUse {
@@ -1164,6 +1165,8 @@ fn consume(
 /// The walking and reading side (borg's `_rec_walk` and `FilesystemObjectProcessors`).
 struct Walker<'o> {
     opts: &'o CreateOptions,
+    /// How many directories deep the walk is (see [`RELATIVE_WALK_DEPTH`]).
+    depth: usize,
     events: EventBatches,
     /// [`process_chunk`] on the walker's thread, for chunks up to [`INLINE_CHUNK_BYTES`].
     process: &'o (dyn Fn(&[u8]) -> CreateResult<Processed> + Sync),
@@ -1442,32 +1445,40 @@ impl Walker<'_> {
             Ok(rd) => rd,
             Err(e) => return self.warn_error(path, "scandir", &e),
         };
-        // the entries are opened relative to the directory (borg's parent_fd); without it,
-        // by their paths
-        let dir = open_directory(fs_path).ok();
+        // the entries are opened relative to the directory (borg's parent_fd), which holds two
+        // descriptors per level while its subdirectories are walked; deeper down, or without
+        // the directory open, by their paths
+        let relative = self.depth < RELATIVE_WALK_DEPTH;
+        let dir = relative.then(|| open_directory(fs_path).ok()).flatten();
         // borg's scandir_inorder: sorted by inode number
-        let mut list: Vec<(u64, Vec<u8>, std::fs::DirEntry)> = Vec::new();
+        let mut list: Vec<(u64, Vec<u8>, Option<std::fs::DirEntry>)> = Vec::new();
         for entry in entries {
             match entry {
                 Ok(e) => {
                     use std::os::unix::fs::DirEntryExt;
-                    list.push((e.ino(), e.file_name().into_vec(), e));
+                    let name = e.file_name().into_vec();
+                    list.push((e.ino(), name, dir.is_some().then_some(e)));
                 }
                 Err(e) => return self.warn_error(path, "scandir", &e),
             }
         }
         list.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        for (_, name, entry) in &list {
+        self.depth += 1;
+        let walked = list.iter().try_for_each(|(_, name, entry)| {
             let mut child = path.to_vec();
             if child != b"/" {
                 child.push(b'/');
             }
             child.extend_from_slice(name);
             let child = normpath_bytes(&child);
-            let at = dir.as_ref().map(|dir| At { dir, entry });
-            self.walk(&child, restrict_dev, at)?;
-        }
-        Ok(())
+            let at = dir
+                .as_ref()
+                .zip(entry.as_ref())
+                .map(|(dir, entry)| At { dir, entry });
+            self.walk(&child, restrict_dev, at)
+        });
+        self.depth -= 1;
+        walked
     }
 
     /// Stores a directory item; `report` sends its status (`d`, `-` in a dry run) right away,
@@ -2018,6 +2029,11 @@ fn linux_flags(path: &[u8], file: Option<&File>) -> Option<u64> {
     }
     Some(out)
 }
+
+/// Directories up to this deep have their entries stat'ed and opened through [`At`]; each
+/// level keeps two descriptors open meanwhile, so that a tree 256 levels deep needs 512 of the
+/// usual 1024 (borg keeps one per level, for all levels).
+const RELATIVE_WALK_DEPTH: usize = 256;
 
 /// An entry met while walking a directory, with the directory open: it is stat'ed and opened
 /// relative to it (borg's `parent_fd` and `name`), sparing the kernel a walk of its whole path

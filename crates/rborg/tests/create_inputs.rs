@@ -260,3 +260,31 @@ fn failing_commands_fail_like_borg() {
         }
     }
 }
+
+/// A tree 700 directories deep under the usual limit of 1024 open files: borg keeps one
+/// descriptor per level and stores it all; so must rborg, which walks the upper levels
+/// relative to their open directories (two descriptors each) and the rest by path.
+#[test]
+fn deep_trees_walk_like_borg() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if !rborg_testkit::borg_available("deep tree test") {
+        return;
+    }
+    // this test binary's other tests open few files; the children inherit the limit
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, 1024.min(hard), hard).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("home")).unwrap();
+    let mut deep = dir.join("input");
+    for _ in 0..700 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("bottom"), "the end").unwrap();
+    std::fs::write(dir.join("input/top"), "the start").unwrap();
+    let items = same_archives(dir, &["create", "--list", "ARCHIVE", "input"], None);
+    // input, 700 directories, two files
+    assert_eq!(items.len(), 703, "{items:?}");
+    assert!(items.iter().any(|i| i.ends_with("/d/bottom")));
+}
