@@ -212,6 +212,22 @@ pub fn item_acls(
     (Some(access_text), default_text)
 }
 
+/// One extended attribute of `path` (a symlink not followed), read through `file` when the
+/// file is open; `None` when it is absent or cannot be read.
+pub(crate) fn read_xattr(
+    path: &std::path::Path,
+    file: Option<&std::fs::File>,
+    name: impl AsRef<std::ffi::OsStr>,
+) -> Option<Vec<u8>> {
+    use xattr::FileExt;
+    match file {
+        Some(f) => f.get_xattr(name),
+        None => xattr::get(path, name),
+    }
+    .ok()
+    .flatten()
+}
+
 /// Reads a file's ACLs (without following a symlink) and renders them as borg stores them.
 /// With `file`, the file already open, they are read through it (borg's `acl_get` with `fd`:
 /// no second path lookup).
@@ -222,17 +238,12 @@ pub fn read_item_acls(
     numeric_ids: bool,
     names: &mut IdNames,
 ) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-    use xattr::FileExt;
     if mode & crate::item::S_IFMT == crate::item::S_IFLNK {
         return (None, None);
     }
-    let get = |name: &str| match file {
-        Some(f) => f.get_xattr(name).ok().flatten(),
-        None => xattr::get(path, name).ok().flatten(),
-    };
-    let access = get(ACCESS_XATTR);
+    let access = read_xattr(path, file, ACCESS_XATTR);
     let default = if mode & crate::item::S_IFMT == crate::item::S_IFDIR {
-        get(DEFAULT_XATTR)
+        read_xattr(path, file, DEFAULT_XATTR)
     } else {
         None
     };

@@ -121,6 +121,64 @@ pub fn finish_objects(
     opened
 }
 
+/// A stored object decrypted where it lies ([`Key::decrypt_in_place`]).
+pub(crate) struct Decrypted {
+    pub(crate) stored: Vec<u8>,
+    /// Where its (compressed) payload is in `stored`.
+    pub(crate) payload: std::ops::Range<usize>,
+}
+
+/// The first half of opening a batch of stored objects: each checked and decrypted where it
+/// lies, their MACs computed side by side ([`Key::decrypt_in_place_many`]); each read error
+/// and each verdict stays with its object.
+pub(crate) fn decrypt_batch(
+    key: &Key,
+    ids: &[ObjectId],
+    mut stored: Vec<ReadResult<Vec<u8>>>,
+) -> Vec<ReadResult<Decrypted>> {
+    let (read_ids, mut envelopes): (Vec<&ObjectId>, Vec<&mut [u8]>) = ids
+        .iter()
+        .zip(stored.iter_mut())
+        .filter_map(|(id, c)| Some((id, &mut c.as_mut().ok()?[..])))
+        .unzip();
+    let mut payloads = key
+        .decrypt_in_place_many(&read_ids, &mut envelopes)
+        .into_iter();
+    stored
+        .into_iter()
+        .map(|c| {
+            let stored = c?;
+            let payload = payloads.next().expect("one verdict per stored object")?;
+            Ok(Decrypted { stored, payload })
+        })
+        .collect()
+}
+
+/// The second half: [`finish_objects`] of the batch's decrypted objects, each earlier error
+/// kept in its place.
+pub(crate) fn finish_batch(
+    key: &Key,
+    ids: &[ObjectId],
+    decrypted: Vec<ReadResult<Decrypted>>,
+) -> Vec<ReadResult<Vec<u8>>> {
+    let (ok_ids, payloads): (Vec<&ObjectId>, Vec<&[u8]>) = ids
+        .iter()
+        .zip(&decrypted)
+        .filter_map(|(id, chunk)| {
+            let Decrypted { stored, payload } = chunk.as_ref().ok()?;
+            Some((id, stored.get(payload.clone()).unwrap_or_default()))
+        })
+        .unzip();
+    let mut opened = finish_objects(key, &ok_ids, &payloads).into_iter();
+    decrypted
+        .into_iter()
+        .map(|chunk| {
+            chunk?;
+            opened.next().expect("one opened object per decrypted one")
+        })
+        .collect()
+}
+
 /// Fetches and opens one object.
 pub fn fetch_object(
     repository: &mut dyn Repository,

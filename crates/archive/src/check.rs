@@ -32,7 +32,7 @@ use rborg_crypto::{msgpack, Key, TamContext};
 use rborg_repository::{IdMap, IdSet, ObjectId, Repository};
 use rmpv::Value;
 
-use crate::archive::{finish_objects, open_object, worker_threads, ReadError, PREFETCH};
+use crate::archive::{decrypt_batch, finish_batch, open_object, worker_threads, PREFETCH};
 use crate::item::{ChunkListEntry, Item};
 use crate::manifest::{put_metadata_object, Operation, MANIFEST_ID};
 use crate::robust_unpacker::{packed_key, valid_msgpacked_dict, RobustUnpacker};
@@ -951,19 +951,19 @@ impl ParsedArchive {
     }
 }
 
-/// The reading half of `verify_data`: scans every object in segment order, hands what reads to
-/// the verifiers through `work` and records what does not read in `failures`. Returns the
-/// number of objects scanned.
 /// Objects handed to a verifier at once: (scan position, ID, stored bytes).
 type VerifyBatch = Vec<(usize, ObjectId, Vec<u8>)>;
 
-/// A verify batch is handed over once it holds this many objects (two rounds of the four
-/// BLAKE2b lanes) ...
+/// A verify batch is handed over once it holds this many objects (the four BLAKE2b lanes)
+/// ...
 const VERIFY_BATCH_OBJECTS: usize = 4;
 /// ... or this many stored bytes, whichever comes first (4 MiB: 10 MB more peak RSS, no
 /// faster).
 const VERIFY_BATCH_BYTES: usize = 2 << 20;
 
+/// The reading half of `verify_data`: scans every object in segment order, hands what reads to
+/// the verifiers through `work` and records what does not read in `failures`. Returns the
+/// number of objects scanned.
 fn read_for_verification(
     repository: &mut dyn Repository,
     work: SyncSender<VerifyBatch>,
@@ -1020,8 +1020,8 @@ fn read_for_verification(
 }
 
 /// [`verify_object`] for a batch, the MACs and ID hashes of its objects computed side by side
-/// ([`Key::decrypt_in_place_many`], [`finish_objects`]). Returns the failures: (scan position,
-/// ID, what failed), with the messages [`verify_object`] gives.
+/// ([`decrypt_batch`], [`finish_batch`]). Returns the failures: (scan position, ID, what
+/// failed), with the messages [`verify_object`] gives.
 fn verify_batch(key: &Key, mut batch: VerifyBatch) -> Vec<(usize, ObjectId, String)> {
     let mut failures = Vec::new();
     // the manifest is not stored under its ID hash
@@ -1034,23 +1034,13 @@ fn verify_batch(key: &Key, mut batch: VerifyBatch) -> Vec<(usize, ObjectId, Stri
         }
         false
     });
-    let (ids, mut envelopes): (Vec<&ObjectId>, Vec<&mut [u8]>) = batch
-        .iter_mut()
-        .map(|(_, id, cdata)| (&*id, &mut cdata[..]))
-        .unzip();
-    let decrypted = key.decrypt_in_place_many(&ids, &mut envelopes);
-    let mut payloads: Vec<(usize, &ObjectId, &[u8])> = Vec::with_capacity(batch.len());
-    for ((seq, id, cdata), payload) in batch.iter().zip(decrypted) {
-        match payload {
-            Ok(range) => payloads.push((*seq, id, cdata.get(range).unwrap_or_default())),
-            Err(e) => failures.push((*seq, *id, ReadError::from(e).to_string())),
-        }
-    }
-    let (ids, compressed): (Vec<&ObjectId>, Vec<&[u8]>) =
-        payloads.iter().map(|(_, id, c)| (*id, *c)).unzip();
-    for ((seq, id, _), opened) in payloads.iter().zip(finish_objects(key, &ids, &compressed)) {
+    let (seqs, ids): (Vec<usize>, Vec<ObjectId>) =
+        batch.iter().map(|(seq, id, _)| (*seq, *id)).unzip();
+    let stored = batch.into_iter().map(|(_, _, cdata)| Ok(cdata)).collect();
+    let opened = finish_batch(key, &ids, decrypt_batch(key, &ids, stored));
+    for ((seq, id), opened) in seqs.into_iter().zip(ids).zip(opened) {
         if let Err(e) = opened {
-            failures.push((*seq, **id, e.to_string()));
+            failures.push((seq, id, e.to_string()));
         }
     }
     failures

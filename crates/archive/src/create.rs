@@ -1471,10 +1471,11 @@ impl Walker<'_> {
             }
             child.extend_from_slice(name);
             let child = normpath_bytes(&child);
-            let at = dir
-                .as_ref()
-                .zip(entry.as_ref())
-                .map(|(dir, entry)| At { dir, entry });
+            let at = dir.as_ref().zip(entry.as_ref()).map(|(dir, entry)| At {
+                dir,
+                entry,
+                name: OsStr::from_bytes(name),
+            });
             self.walk(&child, restrict_dev, at)
         });
         self.depth -= 1;
@@ -1632,7 +1633,7 @@ impl Walker<'_> {
             special,
         } = role;
         let opened = match at {
-            Some(at) => open_noatime_at(at.dir.as_fd(), &at.entry.file_name(), special),
+            Some(at) => open_noatime_at(at.dir.as_fd(), at.name, special),
             None => Self::open_noatime(path, special),
         };
         let file = match opened {
@@ -2042,6 +2043,8 @@ const RELATIVE_WALK_DEPTH: usize = 256;
 struct At<'a> {
     dir: &'a File,
     entry: &'a std::fs::DirEntry,
+    /// The entry's name (what `entry.file_name()` would allocate again).
+    name: &'a OsStr,
 }
 
 impl At<'_> {
@@ -2098,11 +2101,7 @@ fn xattrs(path: &[u8], file: Option<&File>) -> Vec<(Vec<u8>, Vec<u8>)> {
         if n.is_empty() || n.starts_with(b"system.posix_acl_") {
             continue;
         }
-        let value = match file {
-            Some(f) => f.get_xattr(&name),
-            None => xattr::get(p, &name),
-        };
-        if let Ok(Some(value)) = value {
+        if let Some(value) = crate::acl::read_xattr(Path::new(p), file, &name) {
             out.push((n.to_vec(), value));
         }
     }

@@ -41,7 +41,9 @@ use nix::sys::time::TimeSpec;
 use rborg_crypto::Key;
 use rborg_repository::{ObjectId, Repository};
 
-use crate::archive::{finish_objects, open_object, ArchiveMeta, ReadError, PREFETCH};
+use crate::archive::{
+    decrypt_batch, finish_batch, open_object, ArchiveMeta, Decrypted, ReadError, PREFETCH,
+};
 use crate::item::{
     hardlinkable, strip_components, stripped_away, ChunkListEntry, Item, ItemUnpacker, S_IFBLK,
     S_IFCHR, S_IFIFO, S_IFREG,
@@ -163,13 +165,6 @@ struct DecryptedBatch {
     chunks: Vec<Result<Decrypted, ReadError>>,
 }
 
-/// A stored object decrypted where it lies ([`Key::decrypt_in_place`]).
-struct Decrypted {
-    stored: Vec<u8>,
-    /// Where its (compressed) payload is in `stored`.
-    payload: std::ops::Range<usize>,
-}
-
 /// Consecutive chunks of a batch's content plan, opened ([`finish_content`]).
 struct ContentBatch {
     /// Plan index of the first chunk.
@@ -229,58 +224,14 @@ fn read_content(
     }
 }
 
-/// Checks and decrypts the stored objects of a batch where they lie, their MACs computed
-/// side by side ([`Key::decrypt_in_place_many`]); each read error and each verdict stays with
-/// its chunk.
-fn decrypt_batch(
-    key: &Key,
-    ids: &[ObjectId],
-    mut stored: Vec<Result<Vec<u8>, ReadError>>,
-) -> Vec<Result<Decrypted, ReadError>> {
-    let (read_ids, mut envelopes): (Vec<&ObjectId>, Vec<&mut [u8]>) = ids
-        .iter()
-        .zip(stored.iter_mut())
-        .filter_map(|(id, c)| Some((id, &mut c.as_mut().ok()?[..])))
-        .unzip();
-    let mut payloads = key
-        .decrypt_in_place_many(&read_ids, &mut envelopes)
-        .into_iter();
-    stored
-        .into_iter()
-        .map(|c| {
-            let stored = c?;
-            let payload = payloads.next().expect("one verdict per stored object")?;
-            Ok(Decrypted { stored, payload })
-        })
-        .collect()
-}
-
 /// The second stage of [`read_content`]: decompresses each decrypted batch and checks its
-/// chunks' IDs side by side ([`finish_objects`]), then hands it to the writer. Stops when
+/// chunks' IDs side by side ([`finish_batch`]), then hands it to the writer. Stops when
 /// either side hangs up.
 fn finish_content(key: &Key, batches: Receiver<DecryptedBatch>, out: SyncSender<ContentBatch>) {
     for batch in batches {
-        let (ids, payloads): (Vec<&ObjectId>, Vec<&[u8]>) = batch
-            .ids
-            .iter()
-            .zip(&batch.chunks)
-            .filter_map(|(id, chunk)| {
-                let Decrypted { stored, payload } = chunk.as_ref().ok()?;
-                Some((id, stored.get(payload.clone()).unwrap_or_default()))
-            })
-            .unzip();
-        let mut opened = finish_objects(key, &ids, &payloads).into_iter();
-        let chunks = batch
-            .chunks
-            .into_iter()
-            .map(|chunk| {
-                chunk?;
-                opened.next().expect("one opened object per decrypted one")
-            })
-            .collect();
         let batch = ContentBatch {
             start: batch.start,
-            chunks,
+            chunks: finish_batch(key, &batch.ids, batch.chunks),
         };
         if out.send(batch).is_err() {
             return;
