@@ -12,9 +12,11 @@
 //!
 //! # Pipeline
 //!
-//! One thread walks the filesystem, reads and chunks files; `threads` workers compute chunk
-//! IDs, compress and encrypt (nonces come from one shared [`rborg_crypto::NonceManager`], so
-//! they are unique as in borg); the calling thread takes the results in walk order,
+//! One thread walks the filesystem, reads and chunks files, and a second one opens and stats
+//! the entries ahead of it, reads their attributes and lists directories (`lookahead`: that is
+//! all an unchanged re-run does per file); `threads` workers compute chunk IDs, compress and
+//! encrypt (nonces come from one shared [`rborg_crypto::NonceManager`], so they are unique as
+//! in borg); the calling thread takes the results in walk order,
 //! deduplicates against the repository's object list plus what this run stored, puts new
 //! objects and builds the items. Channels are bounded, so memory stays at a few dozen chunks.
 //! Objects and the item stream are stored through [`crate::writer`]'s `ChunkStore` and item
@@ -73,6 +75,9 @@ use crate::walk::{dir_tags, make_path_safe, normpath_bytes};
 use crate::writer::{
     archive_metadata, archive_times, ArchiveInfo, ChunkStore, ItemBuffer, KnownChunks,
 };
+
+mod lookahead;
+use lookahead::{Listing, Lookahead, Looked};
 
 /// borg's `ChunkBuffer.BUFFER_SIZE`: the item stream is cut once this much is buffered.
 pub const ITEM_BUFFER_SIZE: usize = 8 * 1024 * 1024;
@@ -674,6 +679,7 @@ fn build_archive(
     let threads = opts.threads.max(1);
     let mut counters = (0u64, 0u64, 0u64); // warnings, dedup chunks, stored chunks
 
+    let lookahead = Lookahead::default();
     let (job_tx, job_rx) = sync_channel::<Job>(2 * threads);
     let job_rx = Mutex::new(job_rx);
     let outcome = std::thread::scope(|scope| -> CreateResult<Outcome> {
@@ -692,35 +698,49 @@ fn build_archive(
         let in_flight = &in_flight;
         let store_ref = store;
         let process = move |data: &[u8]| process_chunk(store_ref, data);
-        scope.spawn(move || {
-            let mut walker = Walker {
-                opts,
-                events: EventBatches::new(event_tx),
-                process: &process,
-                jobs: job_tx,
-                hard_links: HashMap::new(),
-                users: HashMap::new(),
-                groups: HashMap::new(),
-                skip: HashSet::new(),
-                depth: 0,
-                chunker: None,
-                seed,
-                files_cache: files_ref.map(|f| FilesCacheUse {
-                    files: f,
-                    known: known_ref,
+        let lookahead = &lookahead;
+        let walker = std::thread::Builder::new().stack_size(WALKER_STACK);
+        walker
+            .spawn_scoped(scope, move || {
+                // however the walker ends, the look-ahead ends with it
+                let _close = lookahead::CloseOnDrop(lookahead);
+                let mut walker = Walker {
+                    opts,
+                    events: EventBatches::new(event_tx),
+                    process: &process,
+                    jobs: job_tx,
+                    hard_links: HashMap::new(),
+                    users: HashMap::new(),
+                    groups: HashMap::new(),
+                    skip: HashSet::new(),
+                    depth: 0,
+                    chunker: None,
+                    seed,
+                    files_cache: files_ref.map(|f| FilesCacheUse {
+                        files: f,
+                        known: known_ref,
+                        key,
+                        mode: files_mode,
+                        cwd,
+                    }),
+                    halt,
+                    in_flight,
                     key,
-                    mode: files_mode,
-                    cwd,
-                }),
-                halt,
-                in_flight,
-                key,
-                known: known_ref,
-                zero_ids: HashMap::new(),
-            };
-            walker.run(sources);
-            let _ = walker.events.flush();
-        });
+                    known: known_ref,
+                    zero_ids: HashMap::new(),
+                    acl_names: crate::acl::IdNames::default(),
+                    lookahead: (!opts.dry_run).then_some(lookahead),
+                };
+                walker.run(sources);
+                let _ = walker.events.flush();
+            })
+            .map_err(|e| CreateError::Io {
+                context: "cannot start the walker thread".into(),
+                source: e,
+            })?;
+        if !opts.dry_run {
+            scope.spawn(move || lookahead.run(opts));
+        }
         let outcome = consume(
             event_rx,
             store,
@@ -1189,6 +1209,11 @@ struct Walker<'o> {
     /// IDs of all-zero chunks by size (borg's `zero_chunk_ids` in `cached_hash`): a sparse
     /// or zero-filled file is not hashed again chunk by chunk.
     zero_ids: HashMap<usize, ObjectId>,
+    /// Names of the users and groups in ACLs.
+    acl_names: crate::acl::IdNames,
+    /// The thread looking up files and directories ahead of the walker, unless this is a dry
+    /// run.
+    lookahead: Option<&'o Lookahead>,
 }
 
 /// The walker's end of the event channel: events go to the storing side [`EVENT_BATCH`] at a
@@ -1319,7 +1344,7 @@ impl Walker<'_> {
                         }
                     };
                     let restrict = self.opts.one_file_system.then_some(dev);
-                    let r = self.walk(&path, restrict, None);
+                    let r = self.walk(&path, restrict, None, None);
                     // never walk a root twice, even when it is given twice (borg #5603)
                     self.skip.insert((ino, dev));
                     r
@@ -1359,17 +1384,24 @@ impl Walker<'_> {
             Err(e) => return self.warn_error(path, "stat", &e),
         };
         if md.file_type().is_dir() {
-            self.process_dir(path, &md, true)
+            self.process_dir(path, &md, true, None)
         } else {
-            self.process_nondir(path, &md, None)
+            self.process_nondir(path, &md, None, None)
         }
     }
 
     /// borg's `_rec_walk`: the patterns decide first; an excluded path is reported as `x` and,
     /// when its rule allows recursion and it is a directory, walked without being stored, so
     /// included paths below it are found.
-    /// `at`: the entry in its open parent directory, when walked from there.
-    fn walk(&mut self, path: &[u8], restrict_dev: Option<u64>, at: Option<At<'_>>) -> Step {
+    /// `at`: the entry in its open parent directory, when walked from there; `looked`: what
+    /// the [`lookahead`] found about it.
+    fn walk(
+        &mut self,
+        path: &[u8],
+        restrict_dev: Option<u64>,
+        at: Option<At<'_>>,
+        looked: Option<Box<Looked>>,
+    ) -> Step {
         self.halted()?;
         let decision = self.opts.patterns.decide(path);
         if !decision.included {
@@ -1380,7 +1412,18 @@ impl Walker<'_> {
         }
         let recurse_excluded_dir = !decision.included;
         let fs_path = Path::new(OsStr::from_bytes(path));
-        let md = match at.map_or_else(|| std::fs::symlink_metadata(fs_path), At::metadata) {
+        let (stat, attrs, listing) = match looked {
+            Some(looked) => {
+                let Looked { md, attrs, listing } = *looked;
+                (Ok(md), Some(attrs), listing)
+            }
+            None => (
+                at.map_or_else(|| std::fs::symlink_metadata(fs_path), At::metadata),
+                None,
+                None,
+            ),
+        };
+        let md = match stat {
             Ok(md) => md,
             Err(e) => return self.warn_error(path, "stat", &e),
         };
@@ -1392,14 +1435,17 @@ impl Walker<'_> {
         }
         let recurse = restrict_dev.is_none_or(|d| d == md.dev());
         let ft = md.file_type();
-        if self.opts.exclude_nodump
-            && (ft.is_file() || ft.is_dir())
-            && linux_flags(path, None).is_some_and(|f| f & 0x1 != 0)
-        {
-            return self.send(Event::Status('x', path.to_vec()));
+        if self.opts.exclude_nodump && (ft.is_file() || ft.is_dir()) {
+            let nodump = match &attrs {
+                Some(attrs) => attrs.nodump(),
+                None => linux_flags(path, None).is_some_and(|f| f & 0x1 != 0),
+            };
+            if nodump {
+                return self.send(Event::Status('x', path.to_vec()));
+            }
         }
         if !ft.is_dir() {
-            return self.process_nondir(path, &md, at);
+            return self.process_nondir(path, &md, at, attrs);
         }
         if recurse {
             let tags = dir_tags(
@@ -1414,22 +1460,22 @@ impl Walker<'_> {
                 }
                 if self.opts.keep_exclude_tags {
                     // stored, but reported only as excluded
-                    self.process_dir(path, &md, false)?;
+                    self.process_dir(path, &md, false, attrs)?;
                     for tag in tags {
                         let mut child = path.to_vec();
                         child.push(b'/');
                         child.extend_from_slice(tag.as_bytes());
-                        self.walk(&child, restrict_dev, None)?;
+                        self.walk(&child, restrict_dev, None, None)?;
                     }
                 }
                 return self.send(Event::Status('x', path.to_vec()));
             }
         }
         if !recurse_excluded_dir {
-            self.process_dir(path, &md, false)?;
+            self.process_dir(path, &md, false, attrs)?;
         }
         if recurse {
-            self.walk_children(path, fs_path, restrict_dev)?;
+            self.walk_children(path, fs_path, restrict_dev, listing)?;
         }
         if recurse_excluded_dir {
             return Ok(());
@@ -1439,52 +1485,63 @@ impl Walker<'_> {
         self.send(Event::Status(status, path.to_vec()))
     }
 
-    /// Walks the entries of directory `path` in inode order (borg's `scandir_inorder`).
-    fn walk_children(&mut self, path: &[u8], fs_path: &Path, restrict_dev: Option<u64>) -> Step {
-        let entries = match std::fs::read_dir(fs_path) {
-            Ok(rd) => rd,
-            Err(e) => return self.warn_error(path, "scandir", &e),
-        };
+    /// Walks the entries of directory `path` in inode order (borg's `scandir_inorder`);
+    /// `listing`: what the [`lookahead`] already listed.
+    fn walk_children(
+        &mut self,
+        path: &[u8],
+        fs_path: &Path,
+        restrict_dev: Option<u64>,
+        listing: Option<Listing>,
+    ) -> Step {
         // the entries are opened relative to the directory (borg's parent_fd), which holds two
         // descriptors per level while its subdirectories are walked; deeper down, or without
         // the directory open, by their paths
         let relative = self.depth < RELATIVE_WALK_DEPTH;
-        let dir = relative.then(|| open_directory(fs_path).ok()).flatten();
-        // borg's scandir_inorder: sorted by inode number
-        let mut list: Vec<(u64, Vec<u8>, Option<std::fs::DirEntry>)> = Vec::new();
-        for entry in entries {
-            match entry {
-                Ok(e) => {
-                    use std::os::unix::fs::DirEntryExt;
-                    let name = e.file_name().into_vec();
-                    list.push((e.ino(), name, dir.is_some().then_some(e)));
-                }
+        let Listing { dir, entries, .. } = match listing.filter(|_| relative) {
+            Some(listing) => listing,
+            None => match Listing::read(
+                path,
+                fs_path,
+                relative.then(|| open_directory(fs_path).ok()).flatten(),
+            ) {
+                Ok(listing) => listing,
                 Err(e) => return self.warn_error(path, "scandir", &e),
-            }
+            },
+        };
+        let lookahead = self.lookahead.filter(|_| dir.is_some());
+        if let (Some(l), Some(dir)) = (lookahead, &dir) {
+            l.enter(Arc::clone(dir), Arc::clone(&entries), restrict_dev);
         }
-        list.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         self.depth += 1;
-        let walked = list.iter().try_for_each(|(_, name, entry)| {
-            let mut child = path.to_vec();
-            if child != b"/" {
-                child.push(b'/');
-            }
-            child.extend_from_slice(name);
-            let child = normpath_bytes(&child);
-            let at = dir.as_ref().zip(entry.as_ref()).map(|(dir, entry)| At {
-                dir,
-                entry,
-                name: OsStr::from_bytes(name),
-            });
-            self.walk(&child, restrict_dev, at)
+        let walked = entries.iter().try_for_each(|entry| {
+            let looked = lookahead.and_then(|l| l.next());
+            let at = dir
+                .as_deref()
+                .zip(entry.dir_entry.as_ref())
+                .map(|(dir, dir_entry)| At {
+                    dir,
+                    entry: dir_entry,
+                    name: OsStr::from_bytes(&entry.name),
+                });
+            self.walk(&entry.path, restrict_dev, at, looked)
         });
         self.depth -= 1;
+        if let Some(l) = lookahead {
+            l.leave();
+        }
         walked
     }
 
     /// Stores a directory item; `report` sends its status (`d`, `-` in a dry run) right away,
     /// otherwise the walker reports it after the directory's contents, as borg does.
-    fn process_dir(&mut self, path: &[u8], md: &Metadata, report: bool) -> Step {
+    fn process_dir(
+        &mut self,
+        path: &[u8],
+        md: &Metadata,
+        report: bool,
+        attrs: Option<ExtAttrs>,
+    ) -> Step {
         if self.opts.dry_run {
             if !report {
                 return Ok(());
@@ -1492,7 +1549,11 @@ impl Walker<'_> {
             return self.send(Event::Status('-', path.to_vec()));
         }
         let mut item = Item::new(make_path_safe(path), md.mode());
-        self.stat_attrs(&mut item, path, md);
+        self.simple_attrs(&mut item, md);
+        match attrs {
+            Some(attrs) => attrs.apply(&mut item, self.opts),
+            None => self.ext_attrs(&mut item, path, md, None),
+        }
         self.send(Event::Item {
             item: Box::new(item),
             fs_path: path.to_vec(),
@@ -1502,7 +1563,13 @@ impl Walker<'_> {
         })
     }
 
-    fn process_nondir(&mut self, path: &[u8], md: &Metadata, at: Option<At<'_>>) -> Step {
+    fn process_nondir(
+        &mut self,
+        path: &[u8],
+        md: &Metadata,
+        at: Option<At<'_>>,
+        attrs: Option<ExtAttrs>,
+    ) -> Step {
         let ft = md.mode() & S_IFMT;
         if self.opts.read_special {
             let is_special = |m: &Metadata| {
@@ -1531,6 +1598,7 @@ impl Walker<'_> {
                         ..FileRole::default()
                     },
                     at,
+                    None,
                 );
             }
         }
@@ -1587,6 +1655,7 @@ impl Walker<'_> {
                         special: false,
                     },
                     at,
+                    attrs,
                 )
             }
             _ => {
@@ -1615,7 +1684,7 @@ impl Walker<'_> {
     /// Opens `path` for reading without updating its atime where allowed; `follow` lets a
     /// symlink be followed (only `--read-special` does that).
     fn open_noatime(path: &[u8], follow: bool) -> std::io::Result<File> {
-        open_noatime_at(rustix::fs::CWD, OsStr::from_bytes(path), follow)
+        open_noatime_at(rustix::fs::CWD, OsStr::from_bytes(path), follow, false)
     }
 
     fn process_file(
@@ -1625,6 +1694,7 @@ impl Walker<'_> {
         md: &Metadata,
         role: FileRole,
         at: Option<At<'_>>,
+        attrs: Option<ExtAttrs>,
     ) -> Step {
         let FileRole {
             hardlinked,
@@ -1632,17 +1702,22 @@ impl Walker<'_> {
             slave,
             special,
         } = role;
-        let opened = match at {
-            Some(at) => open_noatime_at(at.dir.as_fd(), at.name, special),
+        let open = || match at {
+            Some(at) => open_noatime_at(at.dir.as_fd(), at.name, special, false),
             None => Self::open_noatime(path, special),
         };
-        let file = match opened {
-            Ok(f) => f,
-            Err(e) => return self.warn_error(path, "open", &e),
-        };
-        let md = match file.metadata() {
-            Ok(m) => m,
-            Err(_) => md.clone(),
+        // the look-ahead already opened the file and took its stat and attributes; it is
+        // opened again only when its content is read
+        let (md, mut file, attrs) = match attrs {
+            Some(attrs) => (md.clone(), None, Some(attrs)),
+            None => {
+                let file = match open() {
+                    Ok(f) => f,
+                    Err(e) => return self.warn_error(path, "open", &e),
+                };
+                let md = file.metadata().unwrap_or_else(|_| md.clone());
+                (md, Some(file), None)
+            }
         };
         let safe = item.path.clone();
         self.simple_attrs(&mut item, &md);
@@ -1670,8 +1745,24 @@ impl Walker<'_> {
                 memorize = None;
                 self.send(Event::CachedChunks(ids))?;
             } else {
+                let file: &File = match &file {
+                    Some(f) => f,
+                    None => match open() {
+                        // borg's stat_update_check, against what the look-ahead found
+                        Ok(f) => match f.metadata() {
+                            Ok(now) if (now.ino(), now.dev()) != (md.ino(), md.dev()) => {
+                                let e = std::io::Error::other(
+                                    "file inode changed (race condition), skipping file",
+                                );
+                                return self.warn_error(path, "", &e);
+                            }
+                            _ => file.insert(f),
+                        },
+                        Err(e) => return self.warn_error(path, "open", &e),
+                    },
+                };
                 self.send(Event::FileStart(Box::new(item.clone())))?;
-                if let Err(msg) = self.read_content(&file, special) {
+                if let Err(msg) = self.read_content(file, special) {
                     match msg {
                         ReadFailure::Stop => return Err(Stop),
                         ReadFailure::Io(e) => {
@@ -1694,7 +1785,10 @@ impl Walker<'_> {
                 }
             }
         }
-        self.ext_attrs(&mut item, path, &md, Some(&file));
+        match attrs {
+            Some(attrs) => attrs.apply(&mut item, self.opts),
+            None => self.ext_attrs(&mut item, path, &md, file.as_ref()),
+        }
         self.send(Event::Item {
             item: Box::new(item),
             fs_path: path.to_vec(),
@@ -1883,35 +1977,10 @@ impl Walker<'_> {
         self.ext_attrs(item, path, md, None);
     }
 
-    /// borg's `stat_ext_attrs`: BSD-style flags (Linux inode flags mapped as borg maps them)
-    /// and extended attributes. ACLs are not archived yet.
+    /// borg's `stat_ext_attrs`: flags, xattrs and ACLs, read through `file` when it is open.
     fn ext_attrs(&mut self, item: &mut Item, path: &[u8], md: &Metadata, file: Option<&File>) {
-        let ft = md.mode() & S_IFMT;
-        if !self.opts.noflags && (ft == S_IFREG || ft == crate::item::S_IFDIR) {
-            if let Some(flags) = linux_flags(path, file) {
-                if flags != 0 {
-                    item.bsdflags = Some(flags);
-                }
-            }
-        }
-        if !self.opts.noxattrs {
-            let x = xattrs(path, file);
-            if !x.is_empty() {
-                item.xattrs = Some(x);
-            }
-        }
-        if !self.opts.noacls {
-            // names are looked up only for files that have an extended ACL
-            let (access, default) = crate::acl::read_item_acls(
-                Path::new(OsStr::from_bytes(path)),
-                file,
-                md.mode(),
-                self.opts.numeric_ids,
-                &mut crate::acl::IdNames::default(),
-            );
-            item.acl_access = access;
-            item.acl_default = default;
-        }
+        ExtAttrs::read(self.opts, path, md.mode(), file, &mut self.acl_names)
+            .apply(item, self.opts);
     }
 
     fn user_name(&mut self, uid: u32) -> Option<Vec<u8>> {
@@ -2004,6 +2073,67 @@ struct FileRole {
     special: bool,
 }
 
+/// What borg's `stat_ext_attrs` reads beyond `stat`: BSD-style flags (Linux inode flags
+/// mapped as borg maps them), extended attributes and POSIX ACLs. Read on the walker's thread
+/// or ahead of it ([`lookahead`]).
+#[derive(Default)]
+struct ExtAttrs {
+    /// The flags, read for regular files and directories when they are archived or
+    /// `--exclude-nodump` asks for them.
+    flags: Option<u64>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    acl_access: Option<Vec<u8>>,
+    acl_default: Option<Vec<u8>>,
+}
+
+impl ExtAttrs {
+    fn read(
+        opts: &CreateOptions,
+        path: &[u8],
+        mode: u32,
+        file: Option<&File>,
+        names: &mut crate::acl::IdNames,
+    ) -> ExtAttrs {
+        let ft = mode & S_IFMT;
+        let mut out = ExtAttrs::default();
+        if (!opts.noflags || opts.exclude_nodump) && (ft == S_IFREG || ft == crate::item::S_IFDIR) {
+            out.flags = linux_flags(path, file);
+        }
+        if !opts.noxattrs {
+            out.xattrs = xattrs(path, file);
+        }
+        if !opts.noacls {
+            // names are looked up only for files that have an extended ACL
+            (out.acl_access, out.acl_default) = crate::acl::read_item_acls(
+                Path::new(OsStr::from_bytes(path)),
+                file,
+                mode,
+                opts.numeric_ids,
+                names,
+            );
+        }
+        out
+    }
+
+    /// `--exclude-nodump`: the entry has the `nodump` flag.
+    fn nodump(&self) -> bool {
+        self.flags.is_some_and(|f| f & 0x1 != 0)
+    }
+
+    fn apply(self, item: &mut Item, opts: &CreateOptions) {
+        if !opts.noflags {
+            item.bsdflags = self.flags.filter(|&f| f != 0);
+        }
+        if !self.xattrs.is_empty() {
+            item.xattrs = Some(self.xattrs);
+        }
+        if !opts.noacls {
+            item.acl_access = self.acl_access;
+            item.acl_default = self.acl_default;
+        }
+    }
+}
+
 /// borg's Linux `get_flags`: FS_IOC_GETFLAGS, mapped to the BSD flags borg stores
 /// (`UF_NODUMP`, `UF_IMMUTABLE`, `UF_APPEND`, `UF_COMPRESSED`).
 fn linux_flags(path: &[u8], file: Option<&File>) -> Option<u64> {
@@ -2031,6 +2161,11 @@ fn linux_flags(path: &[u8], file: Option<&File>) -> Option<u64> {
     Some(out)
 }
 
+/// The walker's stack: it recurses once per directory level, and borg stores trees as deep
+/// as paths go (`PATH_MAX` allows some 2000 levels). Address space only; the pages a shallow
+/// walk never touches cost nothing.
+const WALKER_STACK: usize = 256 << 20;
+
 /// Directories up to this deep have their entries stat'ed and opened through [`At`]; each
 /// level keeps two descriptors open meanwhile, so that a tree 256 levels deep needs 512 of the
 /// usual 1024 (borg keeps one per level, for all levels).
@@ -2056,23 +2191,39 @@ impl At<'_> {
 
 /// Opens a directory for [`At`] lookups.
 fn open_directory(path: &Path) -> std::io::Result<File> {
+    open_directory_at(rustix::fs::CWD, path.as_os_str())
+}
+
+/// Opens directory `name` in `dir` (a path, with [`rustix::fs::CWD`]), not following a
+/// symlink.
+fn open_directory_at(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> std::io::Result<File> {
     use rustix::fs::{Mode, OFlags};
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    Ok(File::from(rustix::fs::open(path, flags, Mode::empty())?))
+    Ok(File::from(rustix::fs::openat(
+        dir,
+        name,
+        flags,
+        Mode::empty(),
+    )?))
 }
 
 /// Opens `name` in `dir` (a path, with [`rustix::fs::CWD`]) for reading without updating its
 /// atime where allowed (borg's `O_NOATIME`, dropped when the file is not ours); `follow` lets a
-/// symlink be followed (only `--read-special` does that).
+/// symlink be followed (only `--read-special` does that); `nonblock` keeps a FIFO from
+/// blocking the open.
 fn open_noatime_at(
     dir: std::os::fd::BorrowedFd<'_>,
     name: &OsStr,
     follow: bool,
+    nonblock: bool,
 ) -> std::io::Result<File> {
     use rustix::fs::{Mode, OFlags};
     let mut base = OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC;
     if !follow {
         base |= OFlags::NOFOLLOW;
+    }
+    if nonblock {
+        base |= OFlags::NONBLOCK;
     }
     let fd = match rustix::fs::openat(dir, name, base | OFlags::NOATIME, Mode::empty()) {
         Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, name, base, Mode::empty())?,

@@ -342,6 +342,108 @@ fn excludes_and_reverse_dedup() {
     );
 }
 
+/// The `--list` lines of a create run, without the summary.
+fn status_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.len() > 2 && l.as_bytes()[1] == b' ')
+        .map(str::to_string)
+        .collect()
+}
+
+/// Directories with more entries than the walker's look-ahead keeps ready (128), more
+/// subdirectories than it lists ahead (16), xattrs on files and directories, hardlinks across
+/// directories, symlinks and a FIFO among them: rborg walks them in borg's order (the same
+/// `--list` lines), archives the same items (`borg list`), an unchanged re-run prints exactly
+/// what borg prints, and borg extracts rborg's archive to the original tree.
+#[test]
+fn wide_trees_archive_like_borg() {
+    if !borg_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let root = dir.join("wide");
+    std::fs::create_dir(&root).unwrap();
+    let xattrs = xattrs_supported(dir);
+    for i in 0..300u64 {
+        let f = root.join(format!("f{i:03}"));
+        std::fs::write(&f, noise(i, 100 + i as usize * 37)).unwrap();
+        if xattrs && i % 7 == 0 {
+            assert!(set_xattr(&f, "user.n", &i.to_string()));
+        }
+    }
+    for d in 0..40u64 {
+        let sub = root.join(format!("d{d:02}"));
+        std::fs::create_dir_all(sub.join("inner")).unwrap();
+        for i in 0..5u64 {
+            std::fs::write(sub.join(format!("g{i}")), noise(1000 + d * 10 + i, 2000)).unwrap();
+        }
+        for i in 0..3u64 {
+            let inner = sub.join(format!("inner/h{i}"));
+            std::fs::write(inner, noise(5000 + d * 10 + i, 300)).unwrap();
+        }
+        std::os::unix::fs::symlink("../f000", sub.join("l")).unwrap();
+        if xattrs && d % 5 == 0 {
+            assert!(set_xattr(&sub, "user.dir", &d.to_string()));
+        }
+    }
+    std::fs::hard_link(root.join("f001"), root.join("d03/hl")).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(root.join("d07/fifo"))
+        .status()
+        .unwrap()
+        .success());
+    ok(&borg(dir, &["init", "-e", "none", "repo"]), "borg init");
+
+    let first = rborg(dir, &["create", "--list", "repo::r", "wide"]);
+    ok(&first, "rborg create");
+    let by_borg = borg(dir, &["create", "--list", "repo::b", "wide"]);
+    ok(&by_borg, "borg create");
+    // the same paths in the same order; rborg found every file new, borg (after it, with the
+    // same files cache) unchanged
+    let (first, by_borg) = (status_lines(&first), status_lines(&by_borg));
+    let paths = |lines: &[String]| lines.iter().map(|l| l[2..].to_string()).collect::<Vec<_>>();
+    assert_eq!(paths(&first), paths(&by_borg));
+    assert_eq!(
+        first.len(),
+        1 + 300 + 40 * (1 + 5 + 1 + 3 + 1) + 1 + 1,
+        "{first:?}"
+    );
+    assert!(first.contains(&"A wide/f299".to_string()), "{first:?}");
+    assert!(first.contains(&"h wide/d03/hl".to_string()), "{first:?}");
+    assert!(first.contains(&"f wide/d07/fifo".to_string()), "{first:?}");
+    assert!(by_borg.contains(&"U wide/f000".to_string()), "{by_borg:?}");
+
+    let again = rborg(dir, &["create", "--list", "repo::again", "wide"]);
+    ok(&again, "rborg create again");
+    assert_eq!(status_lines(&again), by_borg);
+
+    let full = "{type} {mode} {uid} {gid} {size} {mtime} {flags} {path} {source}{NL}";
+    let items = |archive: &str| {
+        let out = borg(dir, &["list", "--format", full, archive]);
+        ok(&out, "borg list");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(items("repo::r"), items("repo::b"));
+    assert_eq!(items("repo::again"), items("repo::b"));
+
+    std::fs::create_dir(dir.join("x")).unwrap();
+    ok(
+        &command(dir, "/usr/bin/borg", &["extract", "../repo::again"])
+            .current_dir(dir.join("x"))
+            .output()
+            .unwrap(),
+        "borg extract",
+    );
+    let want = snapshot(&root);
+    assert_eq!(snapshot(&dir.join("x/wide")), want);
+    if xattrs {
+        assert!(want["d05"].contains("user.dir"), "{}", want["d05"]);
+        assert!(want["f007"].contains("user.n"), "{}", want["f007"]);
+    }
+}
+
 /// Archives made with rborg's FastCDC chunker and from stdin are readable by borg.
 #[test]
 fn fastcdc_and_stdin() {

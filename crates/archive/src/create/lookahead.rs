@@ -1,0 +1,374 @@
+//! Looking ahead of the walker: a second thread opens the regular files and directories of
+//! the directory being walked, `fstat`s them, reads their flags, xattrs and ACLs (borg's
+//! `stat_simple_attrs`/`stat_ext_attrs` inputs) and lists the directories, while the walker is
+//! still busy with the entries before them.
+//!
+//! An unchanged re-run is all metadata: per file the walker used to make seven system calls
+//! (`statx`, `openat`, `fstat`, `FS_IOC_GETFLAGS`, `flistxattr`, the ACL `fgetxattr`,
+//! `close`) before the files cache said "unchanged", a dozen per directory, and nothing else
+//! was busy. Now most of them run here, and the walker keeps what only it can do in order:
+//! the patterns, the files cache, the items and their status lines.
+//!
+//! Nothing about the archive changes: the walker takes the entries in the same order, and
+//! anything the look-ahead could not do cleanly (an error, an entry that is neither a regular
+//! file nor a directory, an entry it has not finished when the walker gets there) the walker
+//! does itself, as before, reporting errors as borg would. The walker never waits for the
+//! look-ahead, and the look-ahead keeps [`GAP`] entries clear of the walker, so that each
+//! does a share of the entries that fits its speed.
+//!
+//! No file descriptor of a file is held between the two threads: a file whose content must
+//! be read is opened again by the walker, checked to be the same inode (borg's
+//! `stat_update_check`), and compared with what was looked up after reading, so a change in
+//! between is reported as `C` and not memorized. Listed directories stay open until the
+//! walker is done with them, at most [`MAX_LISTINGS`] ahead.
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::fs::{DirEntry, File, Metadata};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::DirEntryExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{open_directory_at, open_noatime_at, CreateOptions, ExtAttrs};
+use crate::acl::IdNames;
+use crate::walk::normpath_bytes;
+
+/// How many entries of one directory may be looked up ahead of the walker: enough to keep
+/// the second thread busy through a burst of slow entries, little memory (a `Metadata` and
+/// the attributes each).
+const WINDOW: usize = 128;
+
+/// The look-ahead claims no entry closer than this to the walker's next one: the walker does
+/// the entries in between itself rather than wait for them. Waiting and waking cost a few
+/// microseconds each, as much as looking up an entry; with the gap the two threads share
+/// the entries of a directory without waiting for each other, whichever is faster doing more.
+const GAP: usize = 2;
+
+/// A directory entry as the walker lists it (borg's `scandir_inorder`).
+pub(super) struct Entry {
+    /// The entry's name in its directory.
+    pub name: Vec<u8>,
+    /// Its path as archived (the directory's path joined with `name`, normalized).
+    pub path: Vec<u8>,
+    /// Its `readdir` entry, when the directory is open for relative lookups.
+    pub dir_entry: Option<DirEntry>,
+}
+
+/// What the look-ahead learned about a regular file or a directory.
+pub(super) struct Looked {
+    /// `fstat` of the entry, opened without following symlinks.
+    pub md: Metadata,
+    /// Its flags, xattrs and ACLs, read through the open entry.
+    pub attrs: ExtAttrs,
+    /// A directory's entries, listed for the walker (up to [`MAX_LISTINGS`] at a time).
+    pub listing: Option<Listing>,
+}
+
+/// How many directories the look-ahead may have listed for the walker at a time; each holds
+/// two descriptors (its listing's and the one for relative lookups) until the walker is done
+/// with it.
+const MAX_LISTINGS: usize = 16;
+
+/// A directory's entries in borg's order, and the directory open for relative lookups.
+pub(super) struct Listing {
+    pub dir: Option<Arc<File>>,
+    pub entries: Arc<Vec<Entry>>,
+    /// Counts the listings the look-ahead made (see [`MAX_LISTINGS`]).
+    _made: Option<Made>,
+}
+
+/// One of the listings the look-ahead made, counted while it exists.
+struct Made(Arc<AtomicUsize>);
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Listing {
+    /// Lists directory `path` (at `fs_path`) sorted by inode number (borg's
+    /// `scandir_inorder`); `dir` is the directory opened for relative lookups, if it is.
+    pub(super) fn read(path: &[u8], fs_path: &Path, dir: Option<File>) -> std::io::Result<Listing> {
+        let listing = std::fs::read_dir(fs_path)?;
+        let dir = dir.map(Arc::new);
+        let mut list: Vec<(u64, Entry)> = Vec::new();
+        for entry in listing {
+            let e = entry?;
+            let name = e.file_name().into_vec();
+            let mut child = path.to_vec();
+            if child != b"/" {
+                child.push(b'/');
+            }
+            child.extend_from_slice(&name);
+            let ino = e.ino();
+            list.push((
+                ino,
+                Entry {
+                    path: normpath_bytes(&child),
+                    name,
+                    dir_entry: dir.is_some().then_some(e),
+                },
+            ));
+        }
+        list.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
+        Ok(Listing {
+            dir,
+            entries: Arc::new(list.into_iter().map(|(_, e)| e).collect()),
+            _made: None,
+        })
+    }
+}
+
+/// One directory the walker is in, with the results waiting for it.
+struct Ahead {
+    /// Tells directories apart after the walker left one and entered another.
+    id: u64,
+    dir: Arc<File>,
+    entries: Arc<Vec<Entry>>,
+    /// The index of the walker's next entry.
+    base: usize,
+    /// The device a `--one-file-system` walk stays on: directories elsewhere are not listed
+    /// (the walker does not descend into them, and a hung network file system must not hang
+    /// the look-ahead).
+    restrict_dev: Option<u64>,
+    /// What the look-ahead found about entries `base..base + slots.len()`.
+    /// left to the walker, has not finished, or could not look up.
+    slots: VecDeque<Slot>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The directories the walker is in, the deepest last.
+    dirs: Vec<Ahead>,
+    next_id: u64,
+    closed: bool,
+    /// The look-ahead waits for work or room.
+    looker_waits: bool,
+}
+
+/// The two threads' meeting point (see the module documentation).
+#[derive(Default)]
+pub(super) struct Lookahead {
+    state: Mutex<State>,
+    /// How many listings the look-ahead made that still exist.
+    listings: Arc<AtomicUsize>,
+    /// The look-ahead waits here for work or room.
+    room: Condvar,
+    /// Counts the walker's steps (under the lock): the look-ahead, about to sleep, watches it.
+    work: AtomicU64,
+}
+
+/// What the look-ahead found about an entry.
+enum Slot {
+    /// The walker looks itself: the look-ahead skipped the entry (see [`GAP`]) or could not
+    /// look it up.
+    Left,
+    /// The look-ahead is at it.
+    Pending,
+    Ready(Box<Looked>),
+}
+
+/// How long the walker waits for an entry the look-ahead is at before it looks itself: about
+/// what an entry takes, for the look-ahead is usually nearly done.
+const PENDING_WAIT: Duration = Duration::from_micros(20);
+
+/// How long the look-ahead waits for work awake before it sleeps.
+const SPIN: Duration = Duration::from_micros(50);
+
+impl Lookahead {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // a panic on the other thread poisons the lock; its data stays consistent (every
+        // change is a single assignment or push), so carry on
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The walker enters a directory whose `entries` it will walk in order.
+    /// `restrict_dev`: the device a `--one-file-system` walk stays on.
+    pub(super) fn enter(
+        &self,
+        dir: Arc<File>,
+        entries: Arc<Vec<Entry>>,
+        restrict_dev: Option<u64>,
+    ) {
+        let mut s = self.lock();
+        let id = s.next_id;
+        s.next_id += 1;
+        s.dirs.push(Ahead {
+            id,
+            dir,
+            entries,
+            base: 0,
+            slots: VecDeque::new(),
+            restrict_dev,
+        });
+        self.work.fetch_add(1, Ordering::Release);
+        if s.looker_waits {
+            self.room.notify_one();
+        }
+    }
+
+    /// The walker is done with the directory it entered last.
+    pub(super) fn leave(&self) {
+        self.lock().dirs.pop();
+    }
+
+    /// The walker's next entry in the directory it entered last: what the look-ahead found,
+    /// or `None` when the walker is to look itself. The walker never waits: an entry the
+    /// look-ahead has not finished yet it looks up itself (the look-ahead's answer, when it
+    /// comes, finds its slot gone).
+    pub(super) fn next(&self) -> Option<Box<Looked>> {
+        let mut s = self.lock();
+        let mut waiting: Option<Instant> = None;
+        while matches!(s.dirs.last()?.slots.front(), Some(Slot::Pending))
+            && waiting.get_or_insert_with(Instant::now).elapsed() < PENDING_WAIT
+        {
+            drop(s);
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+            s = self.lock();
+        }
+        let ahead = s.dirs.last_mut()?;
+        ahead.base += 1;
+        let looked = match ahead.slots.pop_front() {
+            Some(Slot::Ready(looked)) => Some(looked),
+            _ => None,
+        };
+        self.work.fetch_add(1, Ordering::Release);
+        let roomy = ahead.slots.len() <= WINDOW / 2;
+        // wake the look-ahead once there is room for a good stretch of work, not for every
+        // entry
+        if s.looker_waits && roomy {
+            self.room.notify_one();
+        }
+        looked
+    }
+
+    /// Ends [`Lookahead::run`].
+    pub(super) fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        s.dirs.clear();
+        self.room.notify_one();
+    }
+
+    /// The look-ahead thread: works on the deepest directory with entries left and room,
+    /// until [`Lookahead::close`].
+    pub(super) fn run(&self, opts: &CreateOptions) {
+        let mut names = IdNames::default();
+        let mut s = self.lock();
+        loop {
+            if s.closed {
+                return;
+            }
+            let claim = s.dirs.iter_mut().rev().find_map(|a| {
+                let k = a.slots.len().max(GAP);
+                let index = a.base + k;
+                (k < WINDOW && index < a.entries.len()).then(|| {
+                    a.slots.resize_with(k, || Slot::Left);
+                    a.slots.push_back(Slot::Pending);
+                    let claim = (a.id, Arc::clone(&a.dir), Arc::clone(&a.entries));
+                    (claim, index, a.restrict_dev)
+                })
+            });
+            let Some(((id, dir, entries), index, restrict_dev)) = claim else {
+                // the walker enters its next directory or makes room within microseconds,
+                // sooner than a sleeping thread wakes up: wait for that a little awake
+                let seen = self.work.load(Ordering::Acquire);
+                drop(s);
+                let spinning = Instant::now();
+                while self.work.load(Ordering::Acquire) == seen && spinning.elapsed() < SPIN {
+                    std::hint::spin_loop();
+                }
+                s = self.lock();
+                if s.closed || self.work.load(Ordering::Acquire) != seen {
+                    continue;
+                }
+                s.looker_waits = true;
+                s = self.room.wait(s).unwrap_or_else(|e| e.into_inner());
+                s.looker_waits = false;
+                continue;
+            };
+            drop(s);
+            let looked = self
+                .look(opts, &dir, &entries[index], restrict_dev, &mut names)
+                .map(Box::new);
+            drop((dir, entries));
+            s = self.lock();
+            // unless the walker left the directory or got to the entry first
+            if let Some(a) = s.dirs.iter_mut().rev().find(|a| a.id == id) {
+                if let Some(slot) = index.checked_sub(a.base).and_then(|k| a.slots.get_mut(k)) {
+                    *slot = looked.map_or(Slot::Left, Slot::Ready);
+                }
+            }
+        }
+    }
+}
+
+/// Closes the look-ahead when the walker's thread ends, however it ends.
+pub(super) struct CloseOnDrop<'a>(pub &'a Lookahead);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl Lookahead {
+    /// Looks up one entry: a regular file or a directory (as `readdir` says) that the
+    /// patterns include; anything else, or any error, is left to the walker.
+    fn look(
+        &self,
+        opts: &CreateOptions,
+        dir: &File,
+        entry: &Entry,
+        restrict_dev: Option<u64>,
+        names: &mut IdNames,
+    ) -> Option<Looked> {
+        let file_type = entry.dir_entry.as_ref()?.file_type().ok()?;
+        if !(file_type.is_file() || file_type.is_dir())
+            || !opts.patterns.decide(&entry.path).included
+        {
+            return None;
+        }
+        let name = OsStr::from_bytes(&entry.name);
+        // non-blocking: should the entry have become a FIFO since it was listed, opening it
+        // must not wait for a writer (the walker then finds it is not a regular file)
+        let file = if file_type.is_file() {
+            open_noatime_at(dir.as_fd(), name, false, true)
+        } else {
+            open_directory_at(dir.as_fd(), name)
+        }
+        .ok()?;
+        let md = file.metadata().ok()?;
+        if md.file_type() != file_type {
+            return None;
+        }
+        let attrs = ExtAttrs::read(opts, &entry.path, md.mode(), Some(&file), names);
+        let listing = if md.is_dir() && restrict_dev.is_none_or(|d| d == md.dev()) {
+            self.list(&entry.path, file)
+        } else {
+            None
+        };
+        Some(Looked { md, attrs, listing })
+    }
+
+    /// Lists directory `path`, opened as `dir`, unless [`MAX_LISTINGS`] are waiting already.
+    fn list(&self, path: &[u8], dir: File) -> Option<Listing> {
+        let made = Made(Arc::clone(&self.listings));
+        if self.listings.fetch_add(1, Ordering::Relaxed) >= MAX_LISTINGS {
+            return None;
+        }
+        let listing = Listing::read(path, Path::new(OsStr::from_bytes(path)), Some(dir)).ok()?;
+        Some(Listing {
+            _made: Some(made),
+            ..listing
+        })
+    }
+}
