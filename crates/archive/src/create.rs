@@ -1412,13 +1412,20 @@ impl Walker<'_> {
         }
         let recurse_excluded_dir = !decision.included;
         let fs_path = Path::new(OsStr::from_bytes(path));
-        let (stat, attrs, listing) = match looked {
+        let (stat, attrs, listing, opened) = match looked {
             Some(looked) => {
-                let Looked { md, attrs, listing } = *looked;
-                (Ok(md), Some(attrs), listing)
+                let Looked {
+                    md,
+                    attrs,
+                    listing,
+                    file,
+                    ..
+                } = *looked;
+                (Ok(md), Some(attrs), listing, file)
             }
             None => (
                 at.map_or_else(|| std::fs::symlink_metadata(fs_path), At::metadata),
+                None,
                 None,
                 None,
             ),
@@ -1445,7 +1452,7 @@ impl Walker<'_> {
             }
         }
         if !ft.is_dir() {
-            return self.process_nondir(path, &md, at, attrs);
+            return self.process_nondir(path, &md, at, attrs.map(|a| (a, opened)));
         }
         if recurse {
             let tags = dir_tags(
@@ -1568,7 +1575,7 @@ impl Walker<'_> {
         path: &[u8],
         md: &Metadata,
         at: Option<At<'_>>,
-        attrs: Option<ExtAttrs>,
+        looked: Option<(ExtAttrs, Option<File>)>,
     ) -> Step {
         let ft = md.mode() & S_IFMT;
         if self.opts.read_special {
@@ -1655,7 +1662,7 @@ impl Walker<'_> {
                         special: false,
                     },
                     at,
-                    attrs,
+                    looked,
                 )
             }
             _ => {
@@ -1694,7 +1701,7 @@ impl Walker<'_> {
         md: &Metadata,
         role: FileRole,
         at: Option<At<'_>>,
-        attrs: Option<ExtAttrs>,
+        looked: Option<(ExtAttrs, Option<File>)>,
     ) -> Step {
         let FileRole {
             hardlinked,
@@ -1706,10 +1713,10 @@ impl Walker<'_> {
             Some(at) => open_noatime_at(at.dir.as_fd(), at.name, special, false),
             None => Self::open_noatime(path, special),
         };
-        // the look-ahead already opened the file and took its stat and attributes; it is
-        // opened again only when its content is read
-        let (md, mut file, attrs) = match attrs {
-            Some(attrs) => (md.clone(), None, Some(attrs)),
+        // the look-ahead already opened the file and took its stat and attributes, and may
+        // hand over the open file; if not, it is opened again when its content is read
+        let (md, mut file, attrs) = match looked {
+            Some((attrs, opened)) => (md.clone(), opened, Some(attrs)),
             None => {
                 let file = match open() {
                     Ok(f) => f,

@@ -67,7 +67,16 @@ pub(super) struct Looked {
     pub attrs: ExtAttrs,
     /// A directory's entries, listed for the walker (up to [`MAX_LISTINGS`] at a time).
     pub listing: Option<Listing>,
+    /// The regular file, open, for the walker to read should the files cache not know it (up
+    /// to [`MAX_OPEN_FILES`] at a time).
+    pub file: Option<File>,
+    /// Counts `file` (see [`MAX_OPEN_FILES`]).
+    _open: Option<Counted>,
 }
+
+/// How many open files the look-ahead may hold for the walker at a time; beyond that it closes
+/// them, and the walker opens again those it reads.
+const MAX_OPEN_FILES: usize = 64;
 
 /// How many directories the look-ahead may have listed for the walker at a time; each holds
 /// two descriptors (its listing's and the one for relative lookups) until the walker is done
@@ -79,13 +88,22 @@ pub(super) struct Listing {
     pub dir: Option<Arc<File>>,
     pub entries: Arc<Vec<Entry>>,
     /// Counts the listings the look-ahead made (see [`MAX_LISTINGS`]).
-    _made: Option<Made>,
+    _made: Option<Counted>,
 }
 
-/// One of the listings the look-ahead made, counted while it exists.
-struct Made(Arc<AtomicUsize>);
+/// One of at most so many things the look-ahead holds for the walker (listings, open files),
+/// counted while it exists.
+struct Counted(Arc<AtomicUsize>);
 
-impl Drop for Made {
+impl Counted {
+    /// One more of `count`, unless there are `max` already.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Counted> {
+        let counted = Counted(Arc::clone(count));
+        (count.fetch_add(1, Ordering::Relaxed) < max).then_some(counted)
+    }
+}
+
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -158,10 +176,13 @@ pub(super) struct Lookahead {
     state: Mutex<State>,
     /// How many listings the look-ahead made that still exist.
     listings: Arc<AtomicUsize>,
+    /// How many files the look-ahead holds open for the walker.
+    open_files: Arc<AtomicUsize>,
     /// The look-ahead waits here for work or room.
     room: Condvar,
-    /// Counts the walker's steps (under the lock): the look-ahead, about to sleep, watches it.
-    work: AtomicU64,
+    /// Counts the directories the walker entered (under the lock): the look-ahead, out of
+    /// entries, watches it for a moment before it sleeps.
+    entered: AtomicU64,
 }
 
 /// What the look-ahead found about an entry.
@@ -178,7 +199,7 @@ enum Slot {
 /// what an entry takes, for the look-ahead is usually nearly done.
 const PENDING_WAIT: Duration = Duration::from_micros(20);
 
-/// How long the look-ahead waits for work awake before it sleeps.
+/// How long the look-ahead, out of entries, waits awake for the walker's next directory.
 const SPIN: Duration = Duration::from_micros(50);
 
 impl Lookahead {
@@ -207,7 +228,7 @@ impl Lookahead {
             slots: VecDeque::new(),
             restrict_dev,
         });
-        self.work.fetch_add(1, Ordering::Release);
+        self.entered.fetch_add(1, Ordering::Release);
         if s.looker_waits {
             self.room.notify_one();
         }
@@ -240,7 +261,6 @@ impl Lookahead {
             Some(Slot::Ready(looked)) => Some(looked),
             _ => None,
         };
-        self.work.fetch_add(1, Ordering::Release);
         let roomy = ahead.slots.len() <= WINDOW / 2;
         // wake the look-ahead once there is room for a good stretch of work, not for every
         // entry
@@ -262,6 +282,8 @@ impl Lookahead {
     /// until [`Lookahead::close`].
     pub(super) fn run(&self, opts: &CreateOptions) {
         let mut names = IdNames::default();
+        // whether the last spell without work was short enough to wait for awake
+        let mut spin = true;
         let mut s = self.lock();
         loop {
             if s.closed {
@@ -278,21 +300,33 @@ impl Lookahead {
                 })
             });
             let Some(((id, dir, entries), index, restrict_dev)) = claim else {
-                // the walker enters its next directory or makes room within microseconds,
-                // sooner than a sleeping thread wakes up: wait for that a little awake
-                let seen = self.work.load(Ordering::Acquire);
-                drop(s);
-                let spinning = Instant::now();
-                while self.work.load(Ordering::Acquire) == seen && spinning.elapsed() < SPIN {
-                    std::hint::spin_loop();
-                }
-                s = self.lock();
-                if s.closed || self.work.load(Ordering::Acquire) != seen {
-                    continue;
+                let idle = Instant::now();
+                // with entries left but no room, sleep until the walker has taken half a
+                // window; with none left, the walker is about to enter a directory
+                let entries_left = s
+                    .dirs
+                    .iter()
+                    .any(|a| a.base + a.slots.len() < a.entries.len());
+                if spin && !entries_left {
+                    // the walker enters its next directory or makes room within
+                    // microseconds, sooner than a sleeping thread wakes up: wait for that a
+                    // little awake
+                    let seen = self.entered.load(Ordering::Acquire);
+                    drop(s);
+                    while self.entered.load(Ordering::Acquire) == seen && idle.elapsed() < SPIN {
+                        std::hint::spin_loop();
+                    }
+                    s = self.lock();
+                    if s.closed || self.entered.load(Ordering::Acquire) != seen {
+                        continue;
+                    }
                 }
                 s.looker_waits = true;
                 s = self.room.wait(s).unwrap_or_else(|e| e.into_inner());
                 s.looker_waits = false;
+                // spinning pays while the walker comes back quickly (metadata only); while
+                // it reads files (a first backup) it only takes a core from the workers
+                spin = idle.elapsed() < SPIN;
                 continue;
             };
             drop(s);
@@ -351,20 +385,27 @@ impl Lookahead {
             return None;
         }
         let attrs = ExtAttrs::read(opts, &entry.path, md.mode(), Some(&file), names);
-        let listing = if md.is_dir() && restrict_dev.is_none_or(|d| d == md.dev()) {
-            self.list(&entry.path, file)
-        } else {
-            None
+        let mut looked = Looked {
+            md,
+            attrs,
+            listing: None,
+            file: None,
+            _open: None,
         };
-        Some(Looked { md, attrs, listing })
+        if looked.md.is_dir() {
+            if restrict_dev.is_none_or(|d| d == looked.md.dev()) {
+                looked.listing = self.list(&entry.path, file);
+            }
+        } else if let Some(open) = Counted::take(&self.open_files, MAX_OPEN_FILES) {
+            looked.file = Some(file);
+            looked._open = Some(open);
+        }
+        Some(looked)
     }
 
     /// Lists directory `path`, opened as `dir`, unless [`MAX_LISTINGS`] are waiting already.
     fn list(&self, path: &[u8], dir: File) -> Option<Listing> {
-        let made = Made(Arc::clone(&self.listings));
-        if self.listings.fetch_add(1, Ordering::Relaxed) >= MAX_LISTINGS {
-            return None;
-        }
+        let made = Counted::take(&self.listings, MAX_LISTINGS)?;
         let listing = Listing::read(path, Path::new(OsStr::from_bytes(path)), Some(dir)).ok()?;
         Some(Listing {
             _made: Some(made),
