@@ -12,15 +12,21 @@
 //! Nothing about the archive changes: the walker takes the entries in the same order, and
 //! anything the look-ahead could not do cleanly (an error, an entry that is neither a regular
 //! file nor a directory, an entry it has not finished when the walker gets there) the walker
-//! does itself, as before, reporting errors as borg would. The walker never waits for the
-//! look-ahead, and the look-ahead keeps [`GAP`] entries clear of the walker, so that each
-//! does a share of the entries that fits its speed.
+//! does itself, as before, reporting errors as borg would. The walker waits for the
+//! look-ahead only briefly ([`PENDING_WAIT`]), and the look-ahead keeps [`GAP`] entries clear
+//! of the walker, so that each does the share of the entries its speed allows.
 //!
-//! No file descriptor of a file is held between the two threads: a file whose content must
-//! be read is opened again by the walker, checked to be the same inode (borg's
-//! `stat_update_check`), and compared with what was looked up after reading, so a change in
-//! between is reported as `C` and not memorized. Listed directories stay open until the
-//! walker is done with them, at most [`MAX_LISTINGS`] ahead.
+//! The look-ahead hands over the open file (at most [`MAX_OPEN_FILES`] held), which the walker
+//! reads if the files cache does not know it; beyond that limit a file is opened again,
+//! checked to be the same inode (borg's `stat_update_check`). Either way the file's ctime
+//! after reading is compared with what was looked up, so a change in between is reported as
+//! `C` and not memorized. Listed directories stay open until the walker is done with them, at
+//! most [`MAX_LISTINGS`] ahead.
+//!
+//! The look-ahead sleeps when it has nothing to do; when it ran out of entries it first waits
+//! awake for a moment ([`SPIN`]) for the walker's next directory, as long as such waits have
+//! been short (an unchanged re-run), not while the walker reads files (a first backup), where
+//! spinning would take a core from the workers.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -240,9 +246,9 @@ impl Lookahead {
     }
 
     /// The walker's next entry in the directory it entered last: what the look-ahead found,
-    /// or `None` when the walker is to look itself. The walker never waits: an entry the
-    /// look-ahead has not finished yet it looks up itself (the look-ahead's answer, when it
-    /// comes, finds its slot gone).
+    /// or `None` when the walker is to look itself. The walker does not wait long: an entry
+    /// the look-ahead has not finished within [`PENDING_WAIT`] it looks up itself (the
+    /// look-ahead's answer, when it comes, finds its slot gone).
     pub(super) fn next(&self) -> Option<Box<Looked>> {
         let mut s = self.lock();
         let mut waiting: Option<Instant> = None;
