@@ -419,3 +419,93 @@ impl Lookahead {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Waits until the look-ahead sleeps, with nothing pending: it claimed what its window
+    /// allows in the walker's directory and finished it.
+    fn settle(lookahead: &Lookahead) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let s = lookahead.lock();
+            let settled = s.looker_waits
+                && s.dirs
+                    .iter()
+                    .all(|a| !a.slots.iter().any(|s| matches!(s, Slot::Pending)));
+            drop(s);
+            if settled {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("the look-ahead did not settle");
+    }
+
+    /// The walker's side, as `walk_children` uses it: every answer belongs to the entry the
+    /// walker is at (the same inode, the same attributes), whichever entries the look-ahead
+    /// reached, also with a subdirectory entered and left in between.
+    #[test]
+    fn answers_belong_to_the_walkers_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("d");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        for i in 0..300 {
+            std::fs::write(root.join(format!("f{i}")), vec![b'x'; i]).unwrap();
+        }
+        for i in 0..5 {
+            std::fs::write(root.join(format!("sub/g{i}")), b"g").unwrap();
+        }
+        let opts = CreateOptions::default();
+        let lookahead = Lookahead::default();
+        let path = root.as_os_str().as_bytes();
+        let dir = crate::create::open_directory(&root).unwrap();
+        let listing = Listing::read(path, &root, Some(dir)).unwrap();
+        let looked_up = std::thread::scope(|scope| {
+            scope.spawn(|| lookahead.run(&opts));
+            let _close = CloseOnDrop(&lookahead);
+            let dir = listing.dir.clone().unwrap();
+            lookahead.enter(dir, Arc::clone(&listing.entries), None);
+            let mut looked_up = 0;
+            for (i, entry) in listing.entries.iter().enumerate() {
+                // let the look-ahead fill its window now and then
+                if i % 50 == 0 {
+                    settle(&lookahead);
+                }
+                let Some(looked) = lookahead.next() else {
+                    continue;
+                };
+                looked_up += 1;
+                let md = std::fs::symlink_metadata(OsStr::from_bytes(&entry.path)).unwrap();
+                assert_eq!(looked.md.ino(), md.ino(), "{:?}", entry.path);
+                assert_eq!(looked.md.size(), md.size());
+                if md.is_dir() {
+                    // the walker enters the listed subdirectory and leaves it again
+                    let sub = looked.listing.expect("a listed subdirectory");
+                    assert_eq!(sub.entries.len(), 5);
+                    lookahead.enter(sub.dir.clone().unwrap(), Arc::clone(&sub.entries), None);
+                    for sub_entry in sub.entries.iter() {
+                        if let Some(l) = lookahead.next() {
+                            let want = std::fs::metadata(OsStr::from_bytes(&sub_entry.path));
+                            assert_eq!(l.md.ino(), want.unwrap().ino());
+                        }
+                    }
+                    lookahead.leave();
+                } else {
+                    // the handed-over file is the entry itself
+                    if let Some(file) = &looked.file {
+                        assert_eq!(file.metadata().unwrap().ino(), md.ino());
+                    }
+                }
+            }
+            lookahead.leave();
+            looked_up
+        });
+        // after each pause all but the gap's entries are ready
+        assert!(looked_up >= 200, "looked up {looked_up} of 301");
+        assert_eq!(lookahead.listings.load(Ordering::Relaxed), 0);
+        assert_eq!(lookahead.open_files.load(Ordering::Relaxed), 0);
+    }
+}
