@@ -162,7 +162,6 @@ struct Ahead {
     /// the look-ahead).
     restrict_dev: Option<u64>,
     /// What the look-ahead found about entries `base..base + slots.len()`.
-    /// left to the walker, has not finished, or could not look up.
     slots: VecDeque<Slot>,
 }
 
