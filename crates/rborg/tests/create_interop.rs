@@ -411,7 +411,12 @@ fn wide_trees_archive_like_borg() {
         "{first:?}"
     );
     assert!(first.contains(&"A wide/f299".to_string()), "{first:?}");
-    assert!(first.contains(&"h wide/d03/hl".to_string()), "{first:?}");
+    // whichever of the two links comes first in inode order carries the content
+    let linked = |l: &str| first.contains(&l.to_string());
+    assert!(
+        linked("h wide/d03/hl") || linked("h wide/f001"),
+        "{first:?}"
+    );
     assert!(first.contains(&"f wide/d07/fifo".to_string()), "{first:?}");
     assert!(by_borg.contains(&"U wide/f000".to_string()), "{by_borg:?}");
 
