@@ -105,7 +105,8 @@ pub struct IdNames {
 }
 
 impl IdNames {
-    fn user(&mut self, uid: u32) -> Option<String> {
+    /// The name of user `uid`, if it has one.
+    pub(crate) fn user(&mut self, uid: u32) -> Option<String> {
         self.users
             .entry(uid)
             .or_insert_with(|| {
@@ -117,7 +118,8 @@ impl IdNames {
             .clone()
     }
 
-    fn group(&mut self, gid: u32) -> Option<String> {
+    /// The name of group `gid`, if it has one.
+    pub(crate) fn group(&mut self, gid: u32) -> Option<String> {
         self.groups
             .entry(gid)
             .or_insert_with(|| {

@@ -710,8 +710,6 @@ fn build_archive(
                     process: &process,
                     jobs: job_tx,
                     hard_links: HashMap::new(),
-                    users: HashMap::new(),
-                    groups: HashMap::new(),
                     skip: HashSet::new(),
                     depth: 0,
                     chunker: None,
@@ -728,7 +726,7 @@ fn build_archive(
                     key,
                     known: known_ref,
                     zero_ids: HashMap::new(),
-                    acl_names: crate::acl::IdNames::default(),
+                    names: crate::acl::IdNames::default(),
                     lookahead: (!opts.dry_run).then_some(lookahead),
                 };
                 walker.run(sources);
@@ -1193,8 +1191,6 @@ struct Walker<'o> {
     jobs: SyncSender<Job>,
     /// (inode, device) of hardlink masters -> their archived path.
     hard_links: HashMap<(u64, u64), Vec<u8>>,
-    users: HashMap<u32, Option<Vec<u8>>>,
-    groups: HashMap<u32, Option<Vec<u8>>>,
     skip: HashSet<(u64, u64)>,
     chunker: Option<Chunker>,
     seed: i32,
@@ -1209,8 +1205,8 @@ struct Walker<'o> {
     /// IDs of all-zero chunks by size (borg's `zero_chunk_ids` in `cached_hash`): a sparse
     /// or zero-filled file is not hashed again chunk by chunk.
     zero_ids: HashMap<usize, ObjectId>,
-    /// Names of the users and groups in ACLs.
-    acl_names: crate::acl::IdNames,
+    /// Names of users and groups by id: the items' owners and the ACLs' named entries.
+    names: crate::acl::IdNames,
     /// The thread looking up files and directories ahead of the walker, unless this is a dry
     /// run.
     lookahead: Option<&'o Lookahead>,
@@ -1557,10 +1553,7 @@ impl Walker<'_> {
         }
         let mut item = Item::new(make_path_safe(path), md.mode());
         self.simple_attrs(&mut item, md);
-        match attrs {
-            Some(attrs) => attrs.apply(&mut item, self.opts),
-            None => self.ext_attrs(&mut item, path, md, None),
-        }
+        self.ext_attrs(&mut item, path, md, None, attrs);
         self.send(Event::Item {
             item: Box::new(item),
             fs_path: path.to_vec(),
@@ -1792,10 +1785,7 @@ impl Walker<'_> {
                 }
             }
         }
-        match attrs {
-            Some(attrs) => attrs.apply(&mut item, self.opts),
-            None => self.ext_attrs(&mut item, path, &md, file.as_ref()),
-        }
+        self.ext_attrs(&mut item, path, &md, file.as_ref(), attrs);
         self.send(Event::Item {
             item: Box::new(item),
             fs_path: path.to_vec(),
@@ -1965,7 +1955,10 @@ impl Walker<'_> {
         let (user, group) = if self.opts.numeric_ids {
             (None, None)
         } else {
-            (self.user_name(md.uid()), self.group_name(md.gid()))
+            (
+                self.names.user(md.uid()).map(String::into_bytes),
+                self.names.group(md.gid()).map(String::into_bytes),
+            )
         };
         // borg stores `None` (nil) when there is no name
         match user {
@@ -1981,37 +1974,22 @@ impl Walker<'_> {
     /// borg's `stat_attrs` (simple plus extended attributes).
     fn stat_attrs(&mut self, item: &mut Item, path: &[u8], md: &Metadata) {
         self.simple_attrs(item, md);
-        self.ext_attrs(item, path, md, None);
+        self.ext_attrs(item, path, md, None, None);
     }
 
-    /// borg's `stat_ext_attrs`: flags, xattrs and ACLs, read through `file` when it is open.
-    fn ext_attrs(&mut self, item: &mut Item, path: &[u8], md: &Metadata, file: Option<&File>) {
-        ExtAttrs::read(self.opts, path, md.mode(), file, &mut self.acl_names)
+    /// borg's `stat_ext_attrs`: flags, xattrs and ACLs, those the [`lookahead`] read (`ahead`)
+    /// or else read here, through `file` when it is open.
+    fn ext_attrs(
+        &mut self,
+        item: &mut Item,
+        path: &[u8],
+        md: &Metadata,
+        file: Option<&File>,
+        ahead: Option<ExtAttrs>,
+    ) {
+        ahead
+            .unwrap_or_else(|| ExtAttrs::read(self.opts, path, md.mode(), file, &mut self.names))
             .apply(item, self.opts);
-    }
-
-    fn user_name(&mut self, uid: u32) -> Option<Vec<u8>> {
-        self.users
-            .entry(uid)
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name.into_bytes())
-            })
-            .clone()
-    }
-
-    fn group_name(&mut self, gid: u32) -> Option<Vec<u8>> {
-        self.groups
-            .entry(gid)
-            .or_insert_with(|| {
-                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name.into_bytes())
-            })
-            .clone()
     }
 }
 
