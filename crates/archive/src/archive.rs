@@ -128,6 +128,14 @@ pub(crate) struct Decrypted {
     pub(crate) payload: std::ops::Range<usize>,
 }
 
+impl Decrypted {
+    /// The plaintext size its payload declares ([`rborg_compress::decompressed_len`]), for
+    /// planning memory before decompressing.
+    pub(crate) fn declared_len(&self) -> Option<usize> {
+        rborg_compress::decompressed_len(self.stored.get(self.payload.clone())?)
+    }
+}
+
 /// The first half of opening a batch of stored objects: each checked and decrypted where it
 /// lies, their MACs computed side by side ([`Key::decrypt_in_place_many`]); each read error
 /// and each verdict stays with its object.

@@ -100,6 +100,41 @@ pub fn decompress(
     }
 }
 
+/// The plaintext size [`decompress`] would produce from `data`, where the data tells it
+/// without decoding: the payload of `none`, the content size a zstd frame declares, the
+/// lengths in an LZ4 block's sequence headers ([`lz4_block_decompressed_len`], capped at
+/// [`crate::MAX_DATA_SIZE`]), through any obfuscation layers. `None` for zlib and lzma, whose
+/// streams tell only by decoding, and for anything [`decompress`] would refuse early.
+///
+/// For readers that plan their memory before decompressing a batch (`check
+/// --verify-data`); a corrupt blob may declare a size it does not decode to, so this sizes
+/// plans, never buffers that decoding then trusts.
+pub fn decompressed_len(data: &[u8]) -> Option<usize> {
+    let mut data = data;
+    loop {
+        let payload = data.get(2..)?;
+        return match detect(data).ok()? {
+            CompressionType::None => Some(payload.len()),
+            CompressionType::Lz4 => lz4_block_decompressed_len(payload, crate::MAX_DATA_SIZE).ok(),
+            CompressionType::Zstd => zstd::zstd_safe::get_frame_content_size(payload)
+                .ok()
+                .flatten()
+                .and_then(|n| usize::try_from(n).ok()),
+            CompressionType::Zlib | CompressionType::Lzma => None,
+            CompressionType::Obfuscate => {
+                let (size, rest) = match payload {
+                    [a, b, c, d, rest @ ..] => {
+                        (u32::from_be_bytes([*a, *b, *c, *d]) as usize, rest)
+                    }
+                    _ => return None,
+                };
+                data = rest.get(..size)?;
+                continue;
+            }
+        };
+    }
+}
+
 /// [`decompress`] with no size hint and borg's [`crate::MAX_DATA_SIZE`] limit.
 pub fn decompress_default(data: &[u8]) -> Result<Vec<u8>, DecompressError> {
     decompress(data, None, crate::MAX_DATA_SIZE)

@@ -39,7 +39,9 @@ mod error;
 mod spec;
 
 pub use compressor::{obfuscation_padding, Compressor};
-pub use decompress::{decompress, decompress_default, detect, lz4_block_decompressed_len};
+pub use decompress::{
+    decompress, decompress_default, decompressed_len, detect, lz4_block_decompressed_len,
+};
 pub use error::{CompressError, DecompressError, SpecError};
 pub use spec::{CompressionSpec, LzmaLevel, ObfuscateLevel, ZlibLevel, ZstdLevel};
 

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use rborg_compress::{
-    decompress, decompress_default, detect, lz4_block_decompressed_len, CompressionSpec,
-    CompressionType, DecompressError, MAX_DATA_SIZE,
+    decompress, decompress_default, decompressed_len, detect, lz4_block_decompressed_len,
+    CompressionSpec, CompressionType, DecompressError, MAX_DATA_SIZE,
 };
 
 fn spec_strategy() -> impl Strategy<Value = CompressionSpec> {
@@ -41,6 +41,15 @@ proptest! {
         let blob = spec.compressor().compress(&data);
         prop_assert_eq!(decompress(&blob, None, MAX_DATA_SIZE).unwrap(), data.clone());
         prop_assert_eq!(decompress(&blob, Some(data.len()), data.len()).unwrap(), data.clone());
+        // the size told without decoding is exact; only zlib and lzma streams keep it
+        let spec_name = spec.to_string();
+        match decompressed_len(&blob) {
+            Some(n) => prop_assert_eq!(n, data.len(), "{}", spec_name),
+            None => prop_assert!(
+                spec_name.contains("zlib") || spec_name.contains("lzma"),
+                "{}", spec_name
+            ),
+        }
         // One byte less than needed is refused, never truncated output.
         if !data.is_empty() {
             let too_small = decompress(&blob, None, data.len() - 1);
