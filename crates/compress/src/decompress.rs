@@ -76,28 +76,28 @@ pub fn decompress(
             CompressionType::Zlib => decompress_zlib(data, size_hint, limit),
             CompressionType::Lzma => decompress_lzma(payload, size_hint, limit),
             CompressionType::Obfuscate => {
-                // `ObfuscateSize.decompress`: u32 BE size, inner blob, ignored
-                // padding. The inner blob may itself be obfuscated; unwrap
-                // layers in this loop (not by recursion) so hostile nesting
-                // cannot exhaust the stack.
-                let (size, rest) = match payload {
-                    [a, b, c, d, rest @ ..] => {
-                        (u32::from_be_bytes([*a, *b, *c, *d]) as usize, rest)
-                    }
-                    _ => return Err(DecompressError::ObfuscateHeader { len: payload.len() }),
-                };
-                // borg slices silently (a short blob is passed on truncated); we
-                // refuse it, since borg itself never writes one.
-                data = rest
-                    .get(..size)
-                    .ok_or(DecompressError::ObfuscateTruncated {
-                        declared: size,
-                        available: rest.len(),
-                    })?;
+                // The inner blob may itself be obfuscated; unwrap layers in
+                // this loop (not by recursion) so hostile nesting cannot
+                // exhaust the stack.
+                data = obfuscated_inner(payload)?;
                 continue;
             }
         };
     }
+}
+
+/// The inner blob of an obfuscated payload (`ObfuscateSize.decompress`: u32 BE size, inner
+/// blob, ignored padding). borg slices silently (a short blob is passed on truncated); we
+/// refuse it, since borg itself never writes one.
+fn obfuscated_inner(payload: &[u8]) -> Result<&[u8], DecompressError> {
+    let (size, rest) = match payload {
+        [a, b, c, d, rest @ ..] => (u32::from_be_bytes([*a, *b, *c, *d]) as usize, rest),
+        _ => return Err(DecompressError::ObfuscateHeader { len: payload.len() }),
+    };
+    rest.get(..size).ok_or(DecompressError::ObfuscateTruncated {
+        declared: size,
+        available: rest.len(),
+    })
 }
 
 /// The plaintext size [`decompress`] would produce from `data`, where the data tells it
@@ -122,13 +122,7 @@ pub fn decompressed_len(data: &[u8]) -> Option<usize> {
                 .and_then(|n| usize::try_from(n).ok()),
             CompressionType::Zlib | CompressionType::Lzma => None,
             CompressionType::Obfuscate => {
-                let (size, rest) = match payload {
-                    [a, b, c, d, rest @ ..] => {
-                        (u32::from_be_bytes([*a, *b, *c, *d]) as usize, rest)
-                    }
-                    _ => return None,
-                };
-                data = rest.get(..size)?;
+                data = obfuscated_inner(payload).ok()?;
                 continue;
             }
         };

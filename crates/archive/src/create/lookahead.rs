@@ -173,6 +173,12 @@ impl Ahead {
         let index = self.base + k;
         (k < WINDOW && index < self.entries.len()).then_some(index)
     }
+
+    /// Whether there is room for a good stretch of the look-ahead's work: the walker wakes a
+    /// sleeping look-ahead then, not for every entry it takes.
+    fn roomy(&self) -> bool {
+        self.slots.len() <= WINDOW / 2
+    }
 }
 
 #[derive(Default)]
@@ -276,9 +282,7 @@ impl Lookahead {
             Some(Slot::Ready(looked)) => Some(looked),
             _ => None,
         };
-        let roomy = ahead.slots.len() <= WINDOW / 2;
-        // wake the look-ahead once there is room for a good stretch of work, not for every
-        // entry
+        let roomy = ahead.roomy();
         if s.looker_waits && roomy {
             self.room.notify_one();
         }
@@ -461,7 +465,7 @@ mod tests {
             let s = lookahead.lock();
             let settled = s.looker_waits
                 && s.dirs.iter().all(|a| {
-                    (a.next_claim().is_none() || a.slots.len() > WINDOW / 2)
+                    (a.next_claim().is_none() || !a.roomy())
                         && !a.slots.iter().any(|s| matches!(s, Slot::Pending))
                 });
             drop(s);
