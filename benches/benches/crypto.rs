@@ -34,15 +34,21 @@ fn bench(c: &mut Criterion) {
     bench_batches(c, &mut rng);
 }
 
-/// ID hashes of a batch as extract's finishing stage sees one: eight 1 MiB chunks, and 8 MiB
-/// of mixed sizes (small files' single chunks beside large files' chunks of 0.5-4 MiB).
+/// ID hashes of a batch as extract's finishing stage sees one: eight 1 MiB chunks, 8 MiB of a
+/// large file (four chunks of unequal sizes, as the content-defined chunker cuts them), and
+/// 8 MiB of mixed sizes (small files' single chunks beside large files' chunks of 0.5-4 MiB).
 fn bench_batches(c: &mut Criterion, rng: &mut rand::rngs::StdRng) {
     let key = Key::create(KeyType::Blake2Repokey, [1; 32]);
     let equal: Vec<usize> = vec![1 << 20; 8];
     let mut mixed: Vec<usize> = vec![4 << 20, 1 << 20, 600 << 10, 2 << 20];
     mixed.extend((0..40).map(|i| 1000 + i * 600));
     mixed.extend([300 << 10, 100 << 10, 50 << 10]);
-    for (name, lengths) in [("8x1MiB", equal), ("mixed", mixed)] {
+    let large_file: Vec<usize> = vec![3 << 20, 5 << 19, 3 << 19, 1 << 20];
+    for (name, lengths) in [
+        ("8x1MiB", equal),
+        ("large_file", large_file),
+        ("mixed", mixed),
+    ] {
         let chunks: Vec<Vec<u8>> = lengths
             .iter()
             .map(|&n| {
