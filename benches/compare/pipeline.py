@@ -11,7 +11,7 @@ unchanged re-run (the files cache), extract/restore of everything, and check --v
 --read-data. After the rounds the dataset is mutated once (gen-dataset --mutate, about 2% changed) and every
 tool backs it up again into its last repository, --rounds times, each time from a saved copy of that
 repository and cache. Each command runs under /usr/bin/time, which gives wall time, user+sys CPU and
-peak RSS. Prints medians per operation and the ratios rborg/borg and rborg/restic.
+peak RSS (and, in the log, page faults, waits and preemptions). Prints medians per operation and the ratios rborg/borg and rborg/restic.
 Every extraction is kept until the end (rounds x tools x the dataset's size on disk under --work; 10 GB
 for the defaults), so that no extraction runs right after a deletion (see the comment at the extract).
 On a VM that reports free memory to its host, every tool runs on memory touched beforehand (see
@@ -36,19 +36,24 @@ PASSPHRASE = 'pipeline-bench'
 
 
 def timed(argv, cwd, env):
-    """Runs argv under /usr/bin/time; returns (wall s, cpu s, peak RSS MiB). Fails loudly.
+    """Runs argv under /usr/bin/time; returns (wall s, cpu s, peak RSS MiB) and a line of detail
+    for the log (user and system CPU, page faults, waits and preemptions: what tells a run that
+    came out slow, such as the 4 GiB unchanged re-run's slow mode in docs/performance.md, from
+    one that did more work). Fails loudly.
 
     Dirty pages are written out first: the step before (an extraction, the dataset mutation) left
     hundreds of MB for the kernel to write back, which otherwise lands in whichever command runs
     next (its commit's fsync waits for the disk) and was measured as that tool's time."""
     os.sync()
     with tempfile.NamedTemporaryFile('r') as t:
-        cmd = ['/usr/bin/time', '-o', t.name, '-f', '%e %U %S %M'] + argv
+        cmd = ['/usr/bin/time', '-o', t.name, '-f', '%e %U %S %M %F %R %w %c'] + argv
         res = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if res.returncode not in (0, 1):  # 1 = borg warning
             sys.exit('failed (%d): %s\n%s' % (res.returncode, ' '.join(argv), res.stderr.decode()[-2000:]))
-        wall, user, sys_, rss = t.read().split()[-4:]
-    return float(wall), float(user) + float(sys_), int(rss) / 1024
+        wall, user, sys_, rss, major, minor, waits, preempted = t.read().split()[-8:]
+    detail = '%s s user, %s s sys, %s major / %s minor faults, %s waits, %s preempted' % (
+        user, sys_, major, minor, waits, preempted)
+    return (float(wall), float(user) + float(sys_), int(rss) / 1024), detail
 
 
 def warm(data_parent):
@@ -182,9 +187,11 @@ def main():
         tools.append(Restic('restic', [shutil.which('restic')], os.path.join(work, 'restic')))
     results = {}  # (tool, op) -> list of (wall, cpu, rss)
 
-    def record(tool, op, sample):
+    def record(tool, op, measured):
+        sample, detail = measured
         results.setdefault((tool.name, op), []).append(sample)
-        print('  %s %s: %.2f s wall, %.2f s cpu, %.0f MiB' % ((tool.name, op) + sample), file=sys.stderr)
+        print('  %s %s: %.2f s wall, %.2f s cpu, %.0f MiB (%s)' % ((tool.name, op) + sample + (detail,)),
+              file=sys.stderr)
 
     for rnd in range(args.rounds):
         order = tools if rnd % 2 == 0 else list(reversed(tools))
@@ -199,9 +206,11 @@ def main():
             argv, cwd = tool.backup(repo, 'unchanged', data_parent)
             record(tool, 'unchanged re-run', timed(argv, cwd, env))
             # every extraction gets its own directory, all deleted at the end: ext4 without a
-            # journal (these VMs) makes each file creation scan past inodes deleted in the last
-            # ~30 s (ext4's recently_deleted()), which made an extract that followed a deletion
-            # up to twice as slow, depending on which tool ran just before
+            # journal (these VMs) makes each file creation scan past recently deleted inodes
+            # (ext4's recently_deleted()), which made an extract that followed a deletion up to
+            # twice as slow, depending on which tool ran just before; after deleting a few
+            # hundred thousand files, file creation takes minutes to recover (about ten here,
+            # docs/performance.md "Scaling to 4 GiB"), so wait that long before the next run
             target = os.path.join(work, 'restore', '%s-%d' % (tool.name, rnd))
             os.makedirs(target)
             argv, cwd = tool.restore(repo, 'first', target)
