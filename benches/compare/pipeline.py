@@ -11,7 +11,8 @@ unchanged re-run (the files cache), extract/restore of everything, and check --v
 --read-data. After the rounds the dataset is mutated once (gen-dataset --mutate, about 2% changed) and every
 tool backs it up again into its last repository, --rounds times, each time from a saved copy of that
 repository and cache. Each command runs under /usr/bin/time, which gives wall time, user+sys CPU and
-peak RSS (and, in the log, page faults, waits and preemptions). Prints medians per operation and the ratios rborg/borg and rborg/restic.
+peak RSS (and, in the log, page faults, waits and preemptions). Prints medians per operation and the
+ratios rborg/borg and rborg/restic.
 Every extraction is kept until the end (rounds x tools x the dataset's size on disk under --work; 10 GB
 for the defaults), so that no extraction runs right after a deletion (see the comment at the extract).
 On a VM that reports free memory to its host, every tool runs on memory touched beforehand (see

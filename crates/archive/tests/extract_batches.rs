@@ -14,13 +14,13 @@ use std::time::Duration;
 use rborg_archive::archive::{ArchiveMeta, PREFETCH};
 use rborg_archive::extract::{extract_archive, ExtractEvent, ExtractOptions, ExtractSummary};
 use rborg_archive::init::init_repository;
-use rborg_archive::keys::{load_key, PassphraseProvider};
+use rborg_archive::keys::{load_key, EnvironmentPassphrase};
 use rborg_archive::manifest::{read_manifest_object, Operation};
 use rborg_archive::patterns::{Pattern, PatternMatcher, PatternStyle};
 use rborg_archive::writer::{ArchiveInfo, ArchiveWriter, ChunkStore};
 use rborg_archive::{Item, Manifest};
 use rborg_chunker::ChunkerParams;
-use rborg_crypto::{KeyType, Passphrase};
+use rborg_crypto::{Key, KeyType};
 use rborg_repository::{LocalRepository, OpenOptions};
 use rborg_testkit::noise;
 
@@ -31,18 +31,18 @@ const GROUPS: usize = 120;
 /// the item stream spans many batches.
 const PADDING: usize = 40_000;
 
-struct NoPassphrase;
+/// The environment of key lookups: the test's own `BORG_BASE_DIR`, nothing else.
+fn env(dir: &Path) -> impl Fn(&str) -> Option<String> + '_ {
+    move |k: &str| (k == "BORG_BASE_DIR").then(|| dir.join("home").display().to_string())
+}
 
-impl PassphraseProvider for NoPassphrase {
-    fn environment_passphrase(&mut self) -> rborg_archive::Result<Option<Passphrase>> {
-        Ok(Some(Passphrase::new(String::new())))
-    }
-    fn ask(&mut self, _prompt: &str) -> rborg_archive::Result<Passphrase> {
-        Ok(Passphrase::new(String::new()))
-    }
-    fn new_passphrase(&mut self) -> rborg_archive::Result<Passphrase> {
-        Ok(Passphrase::new(String::new()))
-    }
+/// The repository's key, as a command loads it (an unencrypted repository: no passphrase is
+/// asked for).
+fn load(repo: &mut LocalRepository, dir: &Path) -> Key {
+    let cdata = read_manifest_object(repo).unwrap();
+    load_key(repo, &cdata, &mut EnvironmentPassphrase, &env(dir))
+        .unwrap()
+        .key
 }
 
 fn content(group: usize) -> Vec<u8> {
@@ -64,21 +64,17 @@ fn file_item(path: String, group: usize) -> Item {
 /// A repository holding archive "links": groups `g{i}/m` (the master, with content) and
 /// its links `g{i}/a` and `g{i}/b`.
 fn make_archive(dir: &Path) {
-    let env = |k: &str| (k == "BORG_BASE_DIR").then(|| dir.join("home").display().to_string());
     let mut repo = LocalRepository::create(&dir.join("repo"), &OpenOptions::exclusive()).unwrap();
     init_repository(
         &mut repo,
         KeyType::Plaintext,
         "repo",
         "repo",
-        &mut NoPassphrase,
-        &env,
+        &mut EnvironmentPassphrase,
+        &env(dir),
     )
     .unwrap();
-    let cdata = read_manifest_object(&mut repo).unwrap();
-    let key = load_key(&mut repo, &cdata, &mut NoPassphrase, &env)
-        .unwrap()
-        .key;
+    let key = load(&mut repo, dir);
     let mut manifest = Manifest::load(&mut repo, &key, &[Operation::Write], "repo").unwrap();
     let store = ChunkStore::open(
         &mut repo,
@@ -117,12 +113,8 @@ fn extract_links(dir: &Path, target: &str, progress: bool) -> (ExtractSummary, V
     let (dir, target) = (dir.to_path_buf(), dir.join(target));
     let (done, finished) = channel();
     std::thread::spawn(move || {
-        let env = |k: &str| (k == "BORG_BASE_DIR").then(|| dir.join("home").display().to_string());
         let mut repo = LocalRepository::open(&dir.join("repo"), &OpenOptions::default()).unwrap();
-        let cdata = read_manifest_object(&mut repo).unwrap();
-        let key = load_key(&mut repo, &cdata, &mut NoPassphrase, &env)
-            .unwrap()
-            .key;
+        let key = load(&mut repo, &dir);
         let manifest = Manifest::load(&mut repo, &key, &[Operation::Read], "repo").unwrap();
         let meta = ArchiveMeta::load_by_name(&mut repo, &key, &manifest, "links", true).unwrap();
         assert!(
